@@ -1,0 +1,1 @@
+"""One module per ``lmcore`` subcommand; each defines ``register(app)``."""

@@ -1,0 +1,417 @@
+"""The configuration tree: one pydantic model per section, loaded from YAML.
+
+Why pydantic: every key is typed and range-checked in one place, and the
+errors it raises are translated here into :class:`ConfigError` messages that
+name the dotted key path and suggest the closest valid key, so a typo in a
+YAML file or a ``--set`` override is caught before any work starts.
+
+Sections: ``data``, ``tokenizer``, ``model``, ``training``, ``precision``,
+``tracking``, ``paths``.  The seed system's TRAINING_CONFIG names are kept
+(``data.training_data_path``, ``model.config_preset``,
+``training.scheduler_type``, ``precision.use_mixed_precision`` ...).
+
+``ModelConfig`` is the architecture itself (what ``Transformer`` is built
+from); the ``model`` section (``ModelSection``) chooses a preset and
+overrides, and :meth:`ModelSection.resolve` turns it into a ``ModelConfig``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from lmcore.errors import ConfigError
+
+PresetName = Literal["tiny", "small", "medium", "research"]
+PRESET_CHOICES = ("auto", "tiny", "small", "medium", "research", "custom")
+
+
+class StrictModel(BaseModel):
+    """Base for every config section: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --------------------------------------------------------------------------- model
+
+
+class ModelConfig(StrictModel):
+    """Architecture of a LLaMA-style decoder. ``Transformer(ModelConfig(...))`` builds it."""
+
+    vocab_size: int = Field(8192, ge=8, le=1_048_576, description="tokens in the vocabulary")
+    hidden_size: int = Field(256, ge=8, description="width of the residual stream")
+    num_layers: int = Field(4, ge=1, le=512, description="transformer blocks")
+    num_heads: int = Field(8, ge=1, description="query heads")
+    num_kv_heads: Optional[int] = Field(None, ge=1, description="key/value heads (GQA); None = num_heads")
+    intermediate_size: Optional[int] = Field(None, ge=1, description="MLP width; None = ~8/3 hidden, multiple of 64")
+    seq_length: int = Field(256, ge=2, description="training context length (max positions)")
+    mlp_type: Literal["swiglu", "geglu"] = "swiglu"
+    rope_theta: float = Field(10_000.0, gt=0)
+    norm_eps: float = Field(1e-5, gt=0, lt=1)
+    tie_embeddings: bool = True
+    init_std: float = Field(0.02, gt=0, description="std of weight init; residual projections get /sqrt(2*layers)")
+    dropout: float = Field(0.0, ge=0, lt=1)
+    attention_backend: Literal["auto", "flash", "sdpa", "math"] = "auto"
+    document_masking: bool = Field(True, description="packed documents do not attend to each other")
+    gradient_checkpointing: bool = False
+
+    @model_validator(mode="after")
+    def _check_shapes(self) -> "ModelConfig":
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size ({self.hidden_size}) must be divisible by num_heads ({self.num_heads})")
+        if self.num_heads % self.kv_heads:
+            raise ValueError(f"num_kv_heads ({self.kv_heads}) must divide num_heads ({self.num_heads})")
+        if self.head_dim % 2:
+            raise ValueError(f"head_dim ({self.head_dim}) must be even for RoPE")
+        return self
+
+    @property
+    def kv_heads(self) -> int:
+        return self.num_kv_heads or self.num_heads
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @property
+    def ffn_size(self) -> int:
+        if self.intermediate_size:
+            return self.intermediate_size
+        return max(64, int(round(8 * self.hidden_size / 3 / 64)) * 64)
+
+    def num_parameters(self, include_embeddings: bool = True) -> int:
+        """Exact parameter count of the model this config builds."""
+        h, kv = self.hidden_size, self.kv_heads * self.head_dim
+        attn = h * h * 2 + h * kv * 2
+        mlp = 3 * h * self.ffn_size
+        per_layer = attn + mlp + 2 * h
+        n = self.num_layers * per_layer + h
+        if include_embeddings:
+            n += self.vocab_size * h * (1 if self.tie_embeddings else 2)
+        return n
+
+
+# Reference shapes. Parameter counts (with embeddings): tiny ~25M, small ~350M,
+# medium ~1.5B, research ~7B; ``tests/lmcore/test_config.py`` keeps them there.
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": dict(vocab_size=32000, hidden_size=384, num_layers=8, num_heads=6, num_kv_heads=2,
+                 intermediate_size=1024, seq_length=512, tie_embeddings=True),
+    "small": dict(vocab_size=32000, hidden_size=1024, num_layers=24, num_heads=16, num_kv_heads=4,
+                  intermediate_size=2816, seq_length=1024, tie_embeddings=False),
+    "medium": dict(vocab_size=32000, hidden_size=2048, num_layers=30, num_heads=16, num_kv_heads=4,
+                   intermediate_size=5632, seq_length=2048, tie_embeddings=False),
+    "research": dict(vocab_size=32000, hidden_size=4096, num_layers=32, num_heads=32, num_kv_heads=8,
+                     intermediate_size=14336, seq_length=4096, tie_embeddings=False, rope_theta=500_000.0),
+}
+
+
+class ModelOverrides(StrictModel):
+    """``model.custom``: any ``ModelConfig`` field; applied on top of the chosen preset."""
+
+    vocab_size: Optional[int] = Field(None, ge=8, le=1_048_576)
+    hidden_size: Optional[int] = Field(None, ge=8)
+    num_layers: Optional[int] = Field(None, ge=1, le=512)
+    num_heads: Optional[int] = Field(None, ge=1)
+    num_kv_heads: Optional[int] = Field(None, ge=1)
+    intermediate_size: Optional[int] = Field(None, ge=1)
+    seq_length: Optional[int] = Field(None, ge=2)
+    mlp_type: Optional[Literal["swiglu", "geglu"]] = None
+    rope_theta: Optional[float] = Field(None, gt=0)
+    norm_eps: Optional[float] = Field(None, gt=0, lt=1)
+    tie_embeddings: Optional[bool] = None
+    init_std: Optional[float] = Field(None, gt=0)
+    dropout: Optional[float] = Field(None, ge=0, lt=1)
+
+
+class ModelSection(StrictModel):
+    """``model``: which preset, custom shape overrides, and runtime switches."""
+
+    config_preset: Literal["auto", "tiny", "small", "medium", "research", "custom"] = "auto"
+    custom: ModelOverrides = Field(default_factory=ModelOverrides)
+    attention_backend: Literal["auto", "flash", "sdpa", "math"] = "auto"
+    document_masking: bool = True
+    gradient_checkpointing: bool = False
+
+    def resolve(self, preset: Optional[str] = None) -> ModelConfig:
+        """The architecture to build. ``preset`` is what ``auto`` resolved to (see ``lmcore.hardware``)."""
+        name = preset or self.config_preset
+        if name == "auto":
+            raise ConfigError("preset 'auto' must be resolved against the hardware first "
+                              "(lmcore.hardware.choose_preset)", key="model.config_preset")
+        base = dict(PRESETS["tiny"] if name == "custom" else PRESETS[name])
+        base.update({k: v for k, v in self.custom.model_dump().items() if v is not None})
+        base.update(attention_backend=self.attention_backend, document_masking=self.document_masking,
+                    gradient_checkpointing=self.gradient_checkpointing)
+        try:
+            return ModelConfig(**base)
+        except ValidationError as exc:
+            raise _translate(exc, prefix="model.custom") from None
+
+
+# --------------------------------------------------------------------------- other sections
+
+
+class DataConfig(StrictModel):
+    """``data``: where the raw JSONL is and how it is cleaned and split."""
+
+    training_data_path: list[str] = Field(default_factory=list, description="JSONL files or globs (.gz/.zst ok)")
+    eval_data_path: list[str] = Field(default_factory=list, description="optional held-out files: all go to eval")
+    text_fields: list[str] = Field(default_factory=lambda: ["text", "content", "message", "body", "output"])
+    use_conversation_format: bool = True
+    max_samples_train: Optional[int] = Field(None, ge=1)
+    eval_split: float = Field(0.05, ge=0.0, lt=1.0)
+    min_text_length: int = Field(1, ge=0)
+    max_invalid_fraction: float = Field(0.1, ge=0.0, le=1.0)
+    deduplicate: bool = True
+    shard_max_rows: int = Field(100_000, ge=1)
+    shard_max_bytes: int = Field(256 * 1024 * 1024, ge=1024)
+    tokenizer_train_size: int = Field(100_000, ge=1, description="records sampled to train the tokenizer")
+    seed: int = 1234
+
+    @field_validator("training_data_path", "eval_data_path", "text_fields", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+
+class TokenizerConfig(StrictModel):
+    """``tokenizer``: byte-level BPE settings."""
+
+    vocab_size: Optional[int] = Field(None, ge=260, le=1_048_576, description="None = the model's vocab_size")
+    min_frequency: int = Field(2, ge=1)
+    add_bos: bool = True
+    add_eos: bool = True
+    chat_template: Optional[str] = Field(None, description="Jinja template; None = lmcore's built-in")
+
+
+class TrainingConfig(StrictModel):
+    """``training``: optimisation, schedule, limits, checkpoints, scale-out."""
+
+    batch_size: int = Field(8, ge=1, description="micro-batch sequences per device")
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    max_epochs: int = Field(1, ge=1)
+    max_steps: Optional[int] = Field(None, ge=1)
+    max_tokens: Optional[int] = Field(None, ge=1)
+    max_time: Optional[float] = Field(None, gt=0, description="wall-clock budget in seconds")
+    learning_rate: float = Field(3e-4, gt=0, le=1.0)
+    min_lr_ratio: float = Field(0.1, ge=0.0, le=1.0)
+    weight_decay: float = Field(0.1, ge=0.0)
+    adam_beta1: float = Field(0.9, ge=0.0, lt=1.0)
+    adam_beta2: float = Field(0.95, ge=0.0, lt=1.0)
+    adam_eps: float = Field(1e-8, gt=0)
+    scheduler_type: Literal["cosine_with_warmup", "cosine_with_restarts", "linear", "constant_with_warmup"] = (
+        "cosine_with_warmup")
+    warmup_ratio: float = Field(0.02, ge=0.0, lt=1.0)
+    warmup_steps: Optional[int] = Field(None, ge=0)
+    num_cycles: int = Field(1, ge=1, description="cycles for cosine_with_restarts")
+    max_grad_norm: float = Field(1.0, ge=0.0, description="0 disables clipping")
+    max_nonfinite_steps: int = Field(5, ge=1)
+    log_every: int = Field(10, ge=1)
+    eval_every: int = Field(200, ge=1)
+    eval_batches: int = Field(20, ge=1)
+    checkpoint_every: int = Field(500, ge=1)
+    keep_last_checkpoints: int = Field(2, ge=1)
+    seed: int = 42
+    nproc_per_node: int = Field(1, ge=1)
+    strategy: Literal["ddp", "fsdp"] = "ddp"
+    sample_prompts: list[str] = Field(default_factory=lambda: ["ROMEO:", "The king"])
+    sample_max_new_tokens: int = Field(48, ge=1)
+
+
+class PrecisionConfig(StrictModel):
+    """``precision``: dtype and compilation."""
+
+    dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    use_mixed_precision: bool = Field(True, description="False forces fp32 whatever dtype says")
+    use_compile: bool = False
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
+
+
+class TrackingConfig(StrictModel):
+    """``tracking``: MLflow. ``uri`` None = SQLite under ``paths.mlflow``; env MLFLOW_TRACKING_URI wins."""
+
+    enabled: bool = True
+    uri: Optional[str] = None
+    experiment_name: str = "lmcore"
+    registered_model_name: str = "lmcore-model"
+    run_name: Optional[str] = None
+
+
+class PathsConfig(StrictModel):
+    """``paths``: where things live. Env: LMCORE_STORE, LMCORE_MODELS, LMCORE_MLFLOW_DIR."""
+
+    store: str = "./lmcore-store"
+    models: str = "./models"
+    mlflow: str = Field("./mlruns-lmcore", description="folder for mlflow.db and mlartifacts/")
+
+
+class PipelineConfig(StrictModel):
+    """The whole tree. ``PipelineConfig.from_yaml(path, overrides=[...])``."""
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
+    model: ModelSection = Field(default_factory=ModelSection)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    precision: PrecisionConfig = Field(default_factory=PrecisionConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    paths: PathsConfig = Field(default_factory=PathsConfig)
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any] | None, overrides: list[str] | None = None,
+                  source: str | None = None, base_dir: str | Path | None = None) -> "PipelineConfig":
+        raw = dict(raw or {})
+        if not isinstance(raw, dict):
+            raise ConfigError("top level must be a mapping of sections", source=source)
+        for item in overrides or []:
+            apply_override(raw, item)
+        _apply_env(raw)
+        try:
+            cfg = cls(**raw)
+        except ValidationError as exc:
+            raise _translate(exc, source=source) from None
+        if base_dir is not None:
+            cfg = cfg._relative_to(Path(base_dir))
+        return cfg
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> "PipelineConfig":
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}" if mark else str(path)
+            raise ConfigError(f"invalid YAML: {getattr(exc, 'problem', exc)}", source=where) from None
+        if not isinstance(raw, dict):
+            raise ConfigError("top level must be a mapping of sections", source=str(path))
+        return cls.from_dict(raw, overrides, source=str(path), base_dir=path.parent)
+
+    def _relative_to(self, base: Path) -> "PipelineConfig":
+        """Data paths in a YAML file are relative to that file (absolute paths and globs kept)."""
+
+        def fix(p: str) -> str:
+            if os.path.isabs(p) or Path(p).exists():
+                return p
+            candidate = base / p
+            return str(candidate)
+
+        data = self.data.model_copy(update={
+            "training_data_path": [fix(p) for p in self.data.training_data_path],
+            "eval_data_path": [fix(p) for p in self.data.eval_data_path],
+        })
+        return self.model_copy(update={"data": data})
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+    def flat(self) -> dict[str, Any]:
+        """Dotted-key view (for MLflow params)."""
+        out: dict[str, Any] = {}
+
+        def walk(prefix: str, value: Any) -> None:
+            if isinstance(value, dict):
+                for k, v in value.items():
+                    walk(f"{prefix}.{k}" if prefix else k, v)
+            else:
+                out[prefix] = value
+
+        walk("", self.model_dump(mode="json"))
+        return out
+
+    def tracking_uri(self) -> str:
+        """MLflow tracking URI: env MLFLOW_TRACKING_URI > tracking.uri > SQLite under paths.mlflow."""
+        env = os.environ.get("MLFLOW_TRACKING_URI")
+        if env:
+            return env
+        if self.tracking.uri:
+            return self.tracking.uri
+        return "sqlite:///" + str((Path(self.paths.mlflow) / "mlflow.db").resolve())
+
+
+# --------------------------------------------------------------------------- helpers
+
+_ENV_OVERRIDES = {"LMCORE_STORE": ("paths", "store"), "LMCORE_MODELS": ("paths", "models"),
+                  "LMCORE_MLFLOW_DIR": ("paths", "mlflow")}
+
+
+def _apply_env(raw: dict[str, Any]) -> None:
+    for env, (section, key) in _ENV_OVERRIDES.items():
+        if os.environ.get(env):
+            raw.setdefault(section, {})
+            if isinstance(raw[section], dict):
+                raw[section][key] = os.environ[env]
+
+
+def _valid_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    keys = []
+    for name, field in model.model_fields.items():
+        path = f"{prefix}{name}"
+        keys.append(path)
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            keys.extend(_valid_keys(ann, path + "."))
+    return keys
+
+
+def suggest_key(bad_path: str) -> Optional[str]:
+    """Closest valid dotted key to ``bad_path`` (same section first, then anywhere)."""
+    keys = _valid_keys(PipelineConfig)
+    parent = bad_path.rsplit(".", 1)[0] if "." in bad_path else ""
+    siblings = [k for k in keys if k.rsplit(".", 1)[0] == parent] if parent else [k for k in keys if "." not in k]
+    leaf = bad_path.rsplit(".", 1)[-1]
+    close = difflib.get_close_matches(leaf, [k.rsplit(".", 1)[-1] for k in siblings], n=1, cutoff=0.5)
+    if close:
+        return f"{parent}.{close[0]}" if parent else close[0]
+    close = difflib.get_close_matches(bad_path, keys, n=1, cutoff=0.6)
+    if close:
+        return close[0]
+    anywhere = [k for k in keys if k.rsplit(".", 1)[-1] == leaf]
+    return anywhere[0] if anywhere else None
+
+
+def _translate(exc: ValidationError, source: str | None = None, prefix: str = "") -> ConfigError:
+    """First pydantic error -> ConfigError naming the dotted key, with a suggestion or the allowed range."""
+    messages = []
+    first_key = None
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        path = f"{prefix}.{loc}" if prefix and loc else (prefix or loc)
+        first_key = first_key or path
+        if err["type"] == "extra_forbidden":
+            hint = suggest_key(path)
+            msg = f"unknown key '{path}'" + (f"; did you mean '{hint}'?" if hint else "")
+        else:
+            msg = f"{path}: {err['msg']} (got {err.get('input')!r})" if path else err["msg"]
+        messages.append(msg)
+    return ConfigError("; ".join(messages), key=None, source=source) if messages else ConfigError(str(exc))
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    """Apply one ``key.path=value`` override; the value is parsed as YAML (``1e-3``, ``true``, ``[a, b]``)."""
+    if "=" not in item:
+        raise ConfigError(f"override '{item}' must look like key.path=value")
+    path, _, text = item.partition("=")
+    path = path.strip()
+    parts = path.split(".")
+    valid = set(_valid_keys(PipelineConfig))
+    if path not in valid:
+        hint = suggest_key(path)
+        raise ConfigError(f"unknown key '{path}'" + (f"; did you mean '{hint}'?" if hint else ""), key=None)
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        value = text
+    node = raw
+    for part in parts[:-1]:
+        if not isinstance(node.get(part), dict):
+            node[part] = {}
+        node = node[part]
+    node[parts[-1]] = value
