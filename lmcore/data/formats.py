@@ -1,0 +1,175 @@
+"""Reading raw JSONL inputs: plain, gzip or zstd files and globs, one line at a time.
+
+Why bytes: a line is handed on as raw ``bytes`` (never decoded here) so that
+the validator can decode each line strictly and report invalid UTF-8 on that
+line alone instead of failing a whole file. Everything streams: a file is
+never held in memory, only the current line (a single 4 MB record is fine).
+
+Line handling: ``\\n`` ends a line; a trailing ``\\r`` (CRLF files) is
+removed; a UTF-8 byte-order mark at the start of a file is removed. Line
+numbers are 1-based physical lines of the decompressed stream.
+
+Compression is chosen by magic bytes (gzip ``1f 8b``, zstd ``28 b5 2f fd``),
+so a misnamed file still reads; ``.gz``/``.zst`` suffixes are the usual case.
+A damaged compressed stream (truncated download, bad block) raises
+:class:`DataFormatError` naming the file and the last line read: the lines
+before it were seen, but the rest of the file cannot be trusted.
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import io
+import os
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Callable, Iterable, Iterator, Optional
+
+from lmcore.errors import DataFormatError
+
+UTF8_BOM = b"\xef\xbb\xbf"
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+READ_BUFFER = 1 << 20  # 1 MiB reads: fast line splitting without holding much
+PROGRESS_EVERY = 1 << 20  # call the progress callback about once per MiB read from disk
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """One raw input file and the split its records are bound to (``None`` = decided by hash)."""
+
+    path: str
+    forced_split: Optional[str] = None  # "eval" for files from data.eval_data_path
+
+    @property
+    def size(self) -> int:
+        return os.path.getsize(self.path)
+
+
+def expand_paths(patterns: Iterable[str]) -> list[str]:
+    """Files named by ``patterns`` (paths or globs, ``**`` allowed), in order, each once.
+
+    A glob's matches are sorted so the order (and so which duplicate is kept)
+    does not depend on the file system. A pattern that names nothing is an error.
+    """
+    out: list[str] = []
+    seen: set[str] = set()
+    for pattern in patterns:
+        pattern = str(pattern)
+        if glob.has_magic(pattern):
+            matches = sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
+        else:
+            matches = [pattern] if os.path.isfile(pattern) else []
+        if not matches:
+            what = "no file matches the glob" if glob.has_magic(pattern) else "file not found"
+            raise DataFormatError(f"{what} (data.training_data_path / data.eval_data_path)", path=pattern)
+        for match in matches:
+            key = os.path.realpath(match)
+            if key not in seen:
+                seen.add(key)
+                out.append(match)
+    return out
+
+
+def input_files(paths: Optional[Iterable[str]], eval_paths: Iterable[str] = ()) -> list[InputFile]:
+    """The files a data stage reads: ``eval_paths`` first (forced to eval), then ``paths``.
+
+    Eval files come first so that a record present in both an eval file and a
+    training file is kept in eval and dropped from train as a duplicate: held-out
+    data never leaks into training. A file named in both lists counts as eval.
+    """
+    eval_list = expand_paths(eval_paths) if eval_paths else []
+    eval_keys = {os.path.realpath(p) for p in eval_list}
+    files = [InputFile(p, "eval") for p in eval_list]
+    for p in expand_paths(paths or []):
+        if os.path.realpath(p) not in eval_keys:
+            files.append(InputFile(p))
+    return files
+
+
+def open_raw(path: str) -> tuple[BinaryIO, BinaryIO]:
+    """``(decompressed buffered stream, underlying disk file)``; the disk file's position gives progress."""
+    disk = open(path, "rb")
+    head = disk.read(4)
+    disk.seek(0)
+    if head.startswith(GZIP_MAGIC):
+        stream: BinaryIO = io.BufferedReader(gzip.GzipFile(fileobj=disk, mode="rb"), READ_BUFFER)
+    elif head.startswith(ZSTD_MAGIC):
+        import zstandard
+
+        reader = zstandard.ZstdDecompressor().stream_reader(disk, read_size=READ_BUFFER)
+        stream = io.BufferedReader(reader, READ_BUFFER)  # type: ignore[arg-type]
+    else:
+        stream = io.BufferedReader(disk, READ_BUFFER)  # type: ignore[arg-type]
+    return stream, disk
+
+
+def iter_lines(path: str, on_bytes: Optional[Callable[[int], None]] = None) -> Iterator[tuple[int, bytes]]:
+    """Yield ``(line_number, raw_line)`` for every line of ``path``, terminators and BOM removed.
+
+    ``on_bytes(n)`` is called with the number of on-disk (compressed) bytes
+    consumed since its previous call, about once per MiB and at the end.
+    """
+    stream, disk = open_raw(path)
+    reported = 0
+    number = 0
+    try:
+        try:
+            for number, line in enumerate(stream, start=1):
+                if line.endswith(b"\n"):
+                    line = line[:-2] if line.endswith(b"\r\n") else line[:-1]
+                elif line.endswith(b"\r"):
+                    line = line[:-1]
+                if number == 1 and line.startswith(UTF8_BOM):
+                    line = line[len(UTF8_BOM):]
+                yield number, line
+                if on_bytes is not None:
+                    pos = disk.tell()
+                    if pos - reported >= PROGRESS_EVERY:
+                        on_bytes(pos - reported)
+                        reported = pos
+        except (EOFError, OSError, zlib.error) as exc:
+            raise DataFormatError(f"cannot read compressed stream after line {number}: {exc}", path=path) from None
+        except Exception as exc:  # zstandard.ZstdError and friends
+            if type(exc).__module__.startswith("zstandard"):
+                raise DataFormatError(f"cannot read zstd stream after line {number}: {exc}", path=path) from None
+            raise
+        if on_bytes is not None:
+            end = os.fstat(disk.fileno()).st_size
+            if end > reported:
+                on_bytes(end - reported)
+    finally:
+        stream.close()
+        disk.close()
+
+
+def total_bytes(files: Iterable[InputFile]) -> int:
+    """On-disk size of all inputs: the denominator of progress."""
+    return sum(f.size for f in files)
+
+
+def progress_counter(total: int, progress: Optional[Progress]) -> Optional[Callable[[int], None]]:
+    """Turn per-file byte increments into ``progress(done, total)`` calls (``None`` if no callback)."""
+    if progress is None:
+        return None
+    done = 0
+
+    def advance(n: int) -> None:
+        nonlocal done
+        done += n
+        progress(min(done, total), total)
+
+    return advance
+
+
+def as_path_list(paths: Optional[Iterable[str | Path]]) -> list[str]:
+    """Normalise a str / Path / list argument to a list of strings."""
+    if paths is None:
+        return []
+    if isinstance(paths, (str, Path)):
+        return [str(paths)]
+    return [str(p) for p in paths]

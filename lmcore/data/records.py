@@ -1,0 +1,217 @@
+"""The canonical record, and turning one raw JSONL line into it (or into a reason it cannot be).
+
+Every input line gets exactly one verdict from :func:`parse_line`: a
+:class:`Record`, or a rejection reason from :data:`REASONS` with a detail
+string. The validate and shard stages both call it (through
+``lmcore.data.verdicts``), so the report and the shards never disagree.
+
+What is accepted (be generous with messy dumps, strict about what reaches training):
+
+* Text records: the first field of ``data.text_fields`` that is present and
+  not ``null`` (default ``text, content, message, body, output``). A string is
+  used; any other type is ``wrong_type``. Text is normalised: ``\\r\\n`` and
+  lone ``\\r`` become ``\\n`` and surrounding whitespace is stripped.
+* Chat records: a ``messages`` list of ``{role, content}`` or a ShareGPT
+  ``conversations`` list of ``{from, value}`` (checked before text fields).
+  Roles map to system/user/assistant/tool: ``human``/``user`` -> user;
+  ``gpt``/``assistant``/``bot``/``model``/``chatgpt`` -> assistant;
+  ``system`` -> system; ``tool``/``function``/``observation``/``ipython`` -> tool
+  (case-insensitive). Content may be a string, or an OpenAI-style list of parts
+  whose ``text`` parts are joined. An assistant turn whose content is ``null``
+  or missing but that carries ``tool_calls`` (or ``function_call``) keeps the
+  calls as compact JSON text, so tool use is learned rather than dropped.
+  Each content is normalised like text; empty turns are dropped; a chat with
+  no non-empty turn is ``empty``. Anything else (not a list, a turn that is not
+  an object, unknown or missing role, missing/non-string content without tool
+  calls) is ``invalid_chat``.
+* ``data.use_conversation_format`` false: a chat is flattened to text, one
+  ``"<role>: <content>"`` block per turn joined by a blank line (``\\n\\n``).
+
+Record id: the first 16 hex digits of blake2b over the canonical content
+(kind + text, or kind + canonical messages JSON), so exact duplicates share
+an id and dedupe keeps only 8 bytes per record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+import orjson
+
+# Reasons a line is rejected. INVALID ones count toward data.max_invalid_fraction;
+# FILTERED ones are well-formed data the pipeline chooses not to use.
+INVALID_REASONS = ("invalid_utf8", "malformed_json", "not_object", "no_text_field", "wrong_type", "invalid_chat")
+FILTERED_REASONS = ("empty", "too_short", "duplicate")
+REASONS = INVALID_REASONS + FILTERED_REASONS
+BLANK = "blank"  # a blank line: counted, neither valid nor rejected
+
+ROLE_ALIASES = {
+    "system": "system",
+    "user": "user", "human": "user",
+    "assistant": "assistant", "gpt": "assistant", "bot": "assistant", "model": "assistant", "chatgpt": "assistant",
+    "tool": "tool", "function": "tool", "observation": "tool", "ipython": "tool",
+}
+CHAT_FIELDS = (("messages", "role", "content"), ("conversations", "from", "value"))
+
+
+@dataclass(slots=True)
+class Record:
+    """One usable example, as stored in a Parquet shard row (``RECORD_SCHEMA``)."""
+
+    id: str
+    digest: bytes  # 8 bytes; the id is its hex
+    kind: str  # "text" | "chat"
+    text: Optional[str]
+    messages: Optional[str]  # canonical JSON [{"role","content"}]
+    source: str
+    line: int
+    chars: int  # characters of content (text, or the sum of turn contents)
+
+    def row(self) -> dict[str, Any]:
+        return {"id": self.id, "kind": self.kind, "text": self.text, "messages": self.messages,
+                "source": self.source, "line": self.line}
+
+    @property
+    def payload_bytes(self) -> int:
+        """Uncompressed UTF-8 size of the content column (what ``data.shard_max_bytes`` bounds)."""
+        return len((self.text if self.text is not None else self.messages or "").encode("utf-8"))
+
+
+@dataclass(slots=True)
+class Rejection:
+    reason: str
+    detail: str
+
+
+class LineParser:
+    """Parses raw lines with one data config's rules; ``parse(raw, source, line)`` -> Record | Rejection | None."""
+
+    def __init__(self, text_fields: Sequence[str], use_conversation_format: bool, min_text_length: int):
+        self.text_fields = tuple(text_fields)
+        self.keep_chat = use_conversation_format
+        self.min_length = min_text_length
+
+    def parse(self, raw: bytes, source: str, line: int) -> Record | Rejection | None:
+        """``None`` for a blank line."""
+        if not raw.strip():
+            return None
+        try:
+            obj = orjson.loads(raw)  # validates UTF-8 strictly; on failure, find out which problem it was
+        except orjson.JSONDecodeError as exc:
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as bad:
+                return Rejection("invalid_utf8", f"byte 0x{raw[bad.start]:02x} at offset {bad.start}: {bad.reason}")
+            return Rejection("malformed_json", str(exc))
+        if not isinstance(obj, dict):
+            return Rejection("not_object", f"top-level JSON {type(obj).__name__}, expected an object")
+        for field, role_key, content_key in CHAT_FIELDS:
+            turns = obj.get(field)
+            if turns is not None:
+                return self._chat(turns, field, role_key, content_key, source, line)
+        for field in self.text_fields:
+            value = obj.get(field)
+            if value is None:
+                continue
+            if not isinstance(value, str):
+                return Rejection("wrong_type", f"field '{field}' is {_json_type(value)}, expected a string")
+            return self._text(normalise_text(value), source, line)
+        return Rejection("no_text_field", f"none of {list(self.text_fields)} or messages/conversations present"
+                                          f" (keys: {sorted(obj)[:8]})")
+
+    # ------------------------------------------------------------------ builders
+    def _text(self, text: str, source: str, line: int, what: str = "text") -> Record | Rejection:
+        if not text:
+            return Rejection("empty", f"{what} is empty or whitespace")
+        if len(text) < self.min_length:
+            return Rejection("too_short", f"{len(text)} characters < data.min_text_length {self.min_length}")
+        digest = content_digest("text", text)
+        return Record(digest.hex(), digest, "text", text, None, source, line, len(text))
+
+    def _chat(self, turns: Any, field: str, role_key: str, content_key: str,
+              source: str, line: int) -> Record | Rejection:
+        messages = parse_turns(turns, field, role_key, content_key)
+        if isinstance(messages, Rejection):
+            return messages
+        if not self.keep_chat:
+            return self._text(flatten_chat(messages), source, line, what="conversation")
+        chars = sum(len(m["content"]) for m in messages)
+        if not messages:
+            return Rejection("empty", f"'{field}' has no non-empty turn")
+        if chars < self.min_length:
+            return Rejection("too_short", f"{chars} characters < data.min_text_length {self.min_length}")
+        canonical = orjson.dumps(messages).decode("utf-8")
+        digest = content_digest("chat", canonical)
+        return Record(digest.hex(), digest, "chat", None, canonical, source, line, chars)
+
+
+def parse_turns(turns: Any, field: str, role_key: str, content_key: str) -> list[dict[str, str]] | Rejection:
+    """Canonical ``[{"role","content"}]`` (empty turns dropped) or an ``invalid_chat`` rejection."""
+    if not isinstance(turns, list):
+        return Rejection("invalid_chat", f"'{field}' is {_json_type(turns)}, expected a list")
+    out: list[dict[str, str]] = []
+    for i, turn in enumerate(turns):
+        if not isinstance(turn, dict):
+            return Rejection("invalid_chat", f"{field}[{i}] is {_json_type(turn)}, expected an object")
+        raw_role = turn.get(role_key, turn.get("role" if role_key == "from" else "from"))
+        role = ROLE_ALIASES.get(raw_role.strip().lower()) if isinstance(raw_role, str) else None
+        if role is None:
+            return Rejection("invalid_chat", f"{field}[{i}] has unknown or missing role {raw_role!r}")
+        content = turn.get(content_key, turn.get("content" if content_key == "value" else "value"))
+        text = _content_text(content)
+        if text is None and content is None and role == "assistant":
+            calls = turn.get("tool_calls") or turn.get("function_call")
+            if calls:
+                text = orjson.dumps(calls).decode("utf-8")
+        if text is None:
+            return Rejection("invalid_chat", f"{field}[{i}] ({role}) content is {_json_type(content)}, expected a string")
+        text = normalise_text(text)
+        if text:
+            out.append({"role": role, "content": text})
+    return out
+
+
+def _content_text(content: Any) -> Optional[str]:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list) and content:  # OpenAI content parts
+        parts = [p.get("text") for p in content if isinstance(p, dict) and p.get("type", "text") == "text"]
+        if parts and all(isinstance(p, str) for p in parts):
+            return "\n".join(parts)
+    return None
+
+
+def normalise_text(text: str) -> str:
+    """Unix newlines, no surrounding whitespace."""
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text.strip()
+
+
+def flatten_chat(messages: list[dict[str, str]]) -> str:
+    """A chat as plain text: ``"user: hi\\n\\nassistant: hello"``."""
+    return "\n\n".join(f"{m['role']}: {m['content']}" for m in messages)
+
+
+def content_digest(kind: str, content: str) -> bytes:
+    """8-byte blake2b of the canonical content; its hex is the record id."""
+    h = hashlib.blake2b(kind.encode("ascii") + b"\0", digest_size=8)
+    h.update(content.encode("utf-8"))
+    return h.digest()
+
+
+def escape_raw(raw: bytes, limit: Optional[int] = None) -> str:
+    """A raw line as text for reports: invalid bytes as ``\\xNN`` escapes, optionally cut to ``limit`` chars."""
+    text = raw.decode("utf-8", "backslashreplace")
+    if limit is not None and len(text) > limit:
+        return text[:limit] + f"... [{len(text) - limit} more characters]"
+    return text
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {bool: "a boolean", int: "a number", float: "a number", str: "a string",
+            list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
