@@ -240,6 +240,13 @@ class TrackingConfig(StrictModel):
     experiment_name: str = "lmcore"
     registered_model_name: str = "lmcore-model"
     run_name: Optional[str] = None
+    flush_every_seconds: float = Field(5.0, gt=0, le=3600, description="metrics are sent in batches this often")
+    max_buffered_metrics: int = Field(100_000, ge=100, description="bound on metrics held while the server is down")
+    request_timeout: int = Field(10, ge=1, le=600, description="seconds per MLflow HTTP call (MLFLOW_HTTP_REQUEST_TIMEOUT wins)")
+    request_retries: int = Field(1, ge=0, le=10, description="retries per MLflow HTTP call (MLFLOW_HTTP_REQUEST_MAX_RETRIES wins)")
+    final_flush_timeout: float = Field(60.0, ge=0, description="seconds to keep retrying unsent metrics when a run ends")
+    champion_alias: str = Field("champion", min_length=1, description="alias of the best version (lowest bits per byte)")
+    challenger_alias: str = Field("challenger", min_length=1, description="alias of a new version that did not win")
 
 
 class PathsConfig(StrictModel):

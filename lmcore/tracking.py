@@ -1,0 +1,489 @@
+"""MLflow tracking for a pipeline run: params, stage keys, data, metrics, artifacts.
+
+Why a wrapper rather than ``mlflow.*`` calls in each task: a pipeline run is
+one MLflow run that several tasks (threads or processes) write to, so the run
+is addressed by id through ``MlflowClient`` (no global "active run"), and the
+rules live in one place:
+
+- the tracking URI is ``cfg.tracking_uri()`` (env > ``tracking.uri`` > SQLite
+  under ``paths.mlflow``) and, for a local store, artifacts go to
+  ``paths.mlflow/mlartifacts``: never a stray ``mlflow.db`` or ``mlruns/`` in
+  the current directory;
+- only rank 0 logs (``is_main`` or env ``RANK``); other ranks and
+  ``tracking.enabled: false`` get a :class:`NullRun` with the same methods;
+- tracking never kills the work: a server that is down when the run starts
+  gives a warning and a :class:`NullRun`; a failed call later gives one warning;
+  training metrics are buffered and sent in batches by
+  :class:`lmcore.tracking_buffer.MetricBuffer`.
+
+Usage (the flow layer reads the Prefect flow-run id and passes it in)::
+
+    tracker = PipelineTracker(cfg)
+    with tracker.run(flow_run_id) as run:
+        run.log_config()
+        ...
+    with tracker.resume(run_id) as run:   # from another task / process
+        run.log_stage("train", key, summary)
+
+Registry helpers (``register``, ``list_registry_versions``) are in
+:mod:`lmcore.tracking_registry`.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import math
+import os
+import subprocess
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+from lmcore.tracking_buffer import MetricBuffer
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from lmcore.config import PipelineConfig
+
+log = logging.getLogger("lmcore.tracking")
+
+MAX_PARAMS_PER_BATCH = 100  # mlflow.utils.validation.MAX_PARAMS_TAGS_PER_BATCH
+MAX_PARAM_LENGTH = 6000  # mlflow.utils.validation.MAX_PARAM_VAL_LENGTH
+MAX_TAG_LENGTH = 8000
+MAX_STAGE_METRICS = 20
+
+
+_ENV_SET_HERE: set[str] = set()
+
+
+def prepare_mlflow_env(cfg: "PipelineConfig") -> None:
+    """Environment MLflow reads at call time: no telemetry, short HTTP timeouts.
+
+    A variable the user set is left alone; one lmcore set follows the latest config.
+    """
+    wanted = {"MLFLOW_DISABLE_TELEMETRY": "true",
+              "MLFLOW_HTTP_REQUEST_TIMEOUT": str(cfg.tracking.request_timeout),
+              "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(cfg.tracking.request_retries)}
+    for name, value in wanted.items():
+        if name not in os.environ or name in _ENV_SET_HERE:
+            os.environ[name] = value
+            _ENV_SET_HERE.add(name)
+
+
+def is_local_store(uri: str) -> bool:
+    """True for stores whose artifacts lmcore places itself (SQLite / file), False for servers."""
+    return uri.startswith(("sqlite:", "file:", "/", "postgresql:", "mysql:")) or "://" not in uri
+
+
+def artifact_root(cfg: "PipelineConfig") -> str:
+    """``file://`` URI of ``paths.mlflow/mlartifacts`` (absolute)."""
+    return (Path(cfg.paths.mlflow) / "mlartifacts").resolve().as_uri()
+
+
+def make_client(cfg: "PipelineConfig") -> "MlflowClient":
+    """An ``MlflowClient`` on the configured URI (creating ``paths.mlflow`` for the SQLite default)."""
+    prepare_mlflow_env(cfg)
+    from mlflow import MlflowClient
+
+    uri = cfg.tracking_uri()
+    if uri.startswith("sqlite:///"):
+        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def git_commit(cwd: str | Path | None = None) -> str | None:
+    """The current git commit of ``cwd`` (None when not in a repository or git is absent)."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def _numeric(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def _never_fails(method):
+    """Tracking calls warn instead of raising: the pipeline's work matters more than its record."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("tracking: %s failed (%s: %s); the pipeline goes on", method.__name__,
+                        type(exc).__name__, str(exc)[:300])
+            return None
+
+    return wrapper
+
+
+class PipelineTracker:
+    """Opens (or re-opens) the MLflow run of a pipeline run. See the module docstring."""
+
+    def __init__(self, cfg: "PipelineConfig", is_main: bool | None = None):
+        self.cfg = cfg
+        self.is_main = int(os.environ.get("RANK", "0") or 0) == 0 if is_main is None else is_main
+        self.enabled = bool(cfg.tracking.enabled) and self.is_main
+        self._client: "MlflowClient | None" = None
+
+    @property
+    def client(self) -> "MlflowClient":
+        if self._client is None:
+            self._client = make_client(self.cfg)
+        return self._client
+
+    def experiment_id(self) -> str:
+        """Id of ``tracking.experiment_name``, created (with lmcore's artifact location) if missing."""
+        name = self.cfg.tracking.experiment_name
+        exp = self.client.get_experiment_by_name(name)
+        if exp is not None:
+            return exp.experiment_id
+        location = artifact_root(self.cfg) if is_local_store(self.cfg.tracking_uri()) else None
+        try:
+            return self.client.create_experiment(name, artifact_location=location)
+        except Exception:  # another process created it first
+            exp = self.client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+            return exp.experiment_id
+
+    @contextmanager
+    def run(self, flow_run_id: str | None = None, tags: dict[str, str] | None = None) -> Iterator["TrackedRun"]:
+        """A new MLflow run for one pipeline run; ended FINISHED (or FAILED if the block raises)."""
+        if not self.enabled:
+            yield NullRun()
+            return
+        try:
+            all_tags = {"lmcore.version": _lmcore_version()}
+            if flow_run_id:
+                all_tags["lmcore.flow_run_id"] = str(flow_run_id)
+            commit = git_commit()
+            if commit:
+                all_tags["mlflow.source.git.commit"] = commit
+            all_tags.update(tags or {})
+            created = self.client.create_run(self.experiment_id(), run_name=self.cfg.tracking.run_name,
+                                             tags=all_tags)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("tracking: cannot start an MLflow run at %s (%s: %s); continuing without tracking",
+                        self.cfg.tracking_uri(), type(exc).__name__, str(exc)[:300])
+            yield NullRun()
+            return
+        run = TrackedRun(self, created.info.run_id)
+        status = "FAILED"
+        try:
+            yield run
+            status = "FINISHED"
+        finally:
+            run.close()
+            try:
+                self.client.set_terminated(run.run_id, status=status)
+            except Exception as exc:  # noqa: BLE001
+                log.warning("tracking: could not mark run %s %s (%s)", run.run_id, status, exc)
+
+    @contextmanager
+    def resume(self, run_id: str | None) -> Iterator["TrackedRun"]:
+        """Re-open an existing run (another task, thread or process); its status is left as it is."""
+        if not self.enabled or not run_id:
+            yield NullRun()
+            return
+        run = TrackedRun(self, run_id)
+        try:
+            yield run
+        finally:
+            run.close()
+
+
+class TrackedRun:
+    """What a pipeline stage logs into its MLflow run. Every method warns instead of raising."""
+
+    def __init__(self, tracker: PipelineTracker, run_id: str):
+        self.tracker = tracker
+        self.cfg = tracker.cfg
+        self.run_id = run_id
+        self._callbacks: list["MlflowTrainCallback"] = []
+
+    @property
+    def client(self) -> "MlflowClient":
+        return self.tracker.client
+
+    def close(self) -> None:
+        for cb in self._callbacks:
+            cb.close()
+
+    # ------------------------------------------------------------------ params and tags
+    @_never_fails
+    def log_config(self) -> int:
+        """The resolved config as params (dotted keys, batches of 100) and as ``config/config.yaml``."""
+        from mlflow.entities import Param
+
+        params = [Param(k, _truncate("" if v is None else json.dumps(v) if isinstance(v, (list, dict)) else str(v),
+                                     MAX_PARAM_LENGTH))
+                  for k, v in self.cfg.flat().items()]
+        for i in range(0, len(params), MAX_PARAMS_PER_BATCH):
+            self.client.log_batch(self.run_id, params=params[i:i + MAX_PARAMS_PER_BATCH], synchronous=True)
+        self.client.log_text(self.run_id, self.cfg.to_yaml(), "config/config.yaml")
+        return len(params)
+
+    @_never_fails
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        items = [RunTag(k, _truncate(str(v), MAX_TAG_LENGTH)) for k, v in tags.items() if v is not None]
+        for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
+            self.client.log_batch(self.run_id, tags=items[i:i + MAX_PARAMS_PER_BATCH], synchronous=True)
+
+    @_never_fails
+    def log_stage(self, stage: str, key: str, summary: dict[str, Any] | None = None) -> None:
+        """Tag ``lmcore.<stage>.key`` and log the summary's top-level numbers as ``<stage>.<name>``."""
+        from mlflow.entities import Metric, RunTag
+
+        tags = [RunTag(f"lmcore.{stage}.key", str(key))]
+        metrics = []
+        now = int(time.time() * 1000)
+        for name, value in (summary or {}).items():
+            number = _numeric(value)
+            if number is not None and math.isfinite(number) and len(metrics) < MAX_STAGE_METRICS:
+                metrics.append(Metric(f"{stage}.{name}", number, now, 0))
+            elif isinstance(value, str) and len(value) < 250:
+                tags.append(RunTag(f"lmcore.{stage}.{name}", value))
+        self.client.log_batch(self.run_id, metrics=metrics, tags=tags[:MAX_PARAMS_PER_BATCH], synchronous=True)
+
+    # ------------------------------------------------------------------ artifacts
+    @_never_fails
+    def log_validation_report(self, path: str | Path) -> None:
+        """The validate stage's report (and the quarantine file beside it, if small) under ``validation/``."""
+        path = Path(path)
+        self.client.log_artifact(self.run_id, str(path), "validation")
+        quarantine = path.with_name("quarantine.jsonl")
+        if quarantine.is_file() and quarantine.stat().st_size <= 5 * 1024 * 1024:
+            self.client.log_artifact(self.run_id, str(quarantine), "validation")
+
+    @_never_fails
+    def log_tokenizer(self, tokenizer_dir: str | Path) -> None:
+        """The tokenizer folder under ``tokenizer/``."""
+        self.client.log_artifacts(self.run_id, str(tokenizer_dir), "tokenizer")
+
+    @_never_fails
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        p = Path(path)
+        if p.is_dir():
+            self.client.log_artifacts(self.run_id, str(p), artifact_path)
+        else:
+            self.client.log_artifact(self.run_id, str(p), artifact_path)
+
+    @_never_fails
+    def log_dataset(self, shard_manifest: dict[str, Any], location: str | Path | None = None,
+                    context: str = "training") -> str:
+        """The training data as an MLflow dataset input: name, digest of the shard files, source.
+
+        ``location`` is the shard directory (default ``<paths.store>/shards/<key>``).
+        Returns the digest (also tagged ``lmcore.data.digest``).
+        """
+        from mlflow.data.meta_dataset import MetaDataset
+        from mlflow.entities import DatasetInput, InputTag
+
+        digest = dataset_digest(shard_manifest)
+        key = str(shard_manifest.get("key", "unknown"))
+        source = _dataset_source(Path(location) if location else Path(self.cfg.paths.store) / "shards" / key)
+        dataset = MetaDataset(source=source, name=f"lmcore-shards-{key[:12]}", digest=digest)
+        entity = dataset._to_mlflow_entity()
+        self.client.log_inputs(self.run_id, datasets=[
+            DatasetInput(entity, tags=[InputTag("mlflow.data.context", context)])])
+        self.set_tags({"lmcore.data.digest": digest, "lmcore.shards.key": key})
+        return digest
+
+    # ------------------------------------------------------------------ metrics
+    def train_callback(self) -> "MlflowTrainCallback":
+        """A trainer callback that buffers metrics, sends them in batches and logs the loss curve."""
+        cb = MlflowTrainCallback(self)
+        self._callbacks.append(cb)
+        return cb
+
+    @_never_fails
+    def log_metrics(self, metrics: dict[str, Any], step: int = 0, prefix: str = "") -> int:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(prefix + k, n, now, step) for k, v in metrics.items()
+                 if (n := _numeric(v)) is not None]
+        for i in range(0, len(items), 1000):
+            self.client.log_batch(self.run_id, metrics=items[i:i + 1000], synchronous=True)
+        return len(items)
+
+    def log_eval(self, metrics: dict[str, Any], step: int = 0) -> None:
+        """Final evaluation figures (loss, perplexity, bits per byte) as ``eval_<name>`` metrics."""
+        renamed = {(k if k.startswith("eval_") else f"eval_{k.removeprefix('val_')}"): v for k, v in metrics.items()}
+        self.log_metrics(renamed, step=step)
+
+    # ------------------------------------------------------------------ registry
+    def register(self, model_dir: str | Path, lineage: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
+        """Log ``model_dir`` as a pyfunc model and register it; see :func:`lmcore.tracking_registry.register_model`."""
+        from lmcore.tracking_registry import register_model
+
+        try:
+            return register_model(self, Path(model_dir), lineage, metrics)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("tracking: registering %s failed (%s: %s); the model is still in %s",
+                        model_dir, type(exc).__name__, str(exc)[:300], model_dir)
+            return {"name": self.cfg.tracking.registered_model_name, "version": None, "alias": None,
+                    "error": f"{type(exc).__name__}: {exc}"}
+
+
+class NullRun:
+    """Stands in when tracking is off, not rank 0, or the server is unreachable: records nothing."""
+
+    run_id = None
+
+    def close(self) -> None: ...
+    def log_config(self) -> None: ...
+    def set_tags(self, tags: dict[str, Any]) -> None: ...
+    def log_stage(self, stage: str, key: str, summary: dict[str, Any] | None = None) -> None: ...
+    def log_validation_report(self, path: str | Path) -> None: ...
+    def log_tokenizer(self, tokenizer_dir: str | Path) -> None: ...
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None: ...
+    def log_dataset(self, shard_manifest: dict[str, Any], location: str | Path | None = None,
+                    context: str = "training") -> None: ...
+    def log_metrics(self, metrics: dict[str, Any], step: int = 0, prefix: str = "") -> None: ...
+    def log_eval(self, metrics: dict[str, Any], step: int = 0) -> None: ...
+
+    def train_callback(self) -> "NullCallback":
+        return NullCallback()
+
+    def register(self, model_dir: str | Path, lineage: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
+        return {"name": None, "version": None, "alias": None}
+
+
+class NullCallback:
+    """Trainer callback that records nothing."""
+
+    def on_train_start(self, info: dict | None = None) -> None: ...
+    def on_log(self, step: int, metrics: dict) -> None: ...
+    def on_eval(self, step: int, metrics: dict) -> None: ...
+    def on_checkpoint(self, step: int, path: Any) -> None: ...
+    def on_train_end(self, summary: dict | None = None) -> None: ...
+
+
+class MlflowTrainCallback:
+    """Trainer callback (``on_log`` / ``on_eval`` / ``on_train_end``) writing to one MLflow run.
+
+    Metrics go through a :class:`MetricBuffer` (background thread, batches of up
+    to 1000, retry with backoff). Loss and learning-rate history is also kept
+    here so that ``on_train_end`` can draw ``plots/loss_curve.png`` even if the
+    server was down meanwhile.
+    """
+
+    def __init__(self, run: TrackedRun):
+        from mlflow.entities import Metric
+
+        self.run = run
+        tcfg = run.cfg.tracking
+        client, run_id = run.client, run.run_id
+
+        def send(batch) -> None:
+            client.log_batch(run_id, metrics=[Metric(m.key, m.value, m.timestamp, m.step) for m in batch],
+                             synchronous=True)
+
+        self.buffer = MetricBuffer(send, flush_every=tcfg.flush_every_seconds,
+                                   max_pending=tcfg.max_buffered_metrics)
+        self.train_loss: list[tuple[int, float]] = []
+        self.val_loss: list[tuple[int, float]] = []
+        self.lr: list[tuple[int, float]] = []
+        self.unsent = 0
+        self._closed = False
+
+    def on_train_start(self, info: dict | None = None) -> None:
+        if info:
+            scalars = {f"lmcore.train.{k}": v for k, v in info.items() if isinstance(v, (int, float, str))}
+            self.run.set_tags(dict(list(scalars.items())[:50]))
+
+    def on_log(self, step: int, metrics: dict) -> None:
+        for key, value in metrics.items():
+            number = _numeric(value)
+            if number is None or key == "step":
+                continue
+            self.buffer.add(key, number, step)
+        if _numeric(metrics.get("loss")) is not None:
+            self.train_loss.append((step, float(metrics["loss"])))
+        if _numeric(metrics.get("lr")) is not None:
+            self.lr.append((step, float(metrics["lr"])))
+
+    def on_eval(self, step: int, metrics: dict) -> None:
+        for key, value in metrics.items():
+            number = _numeric(value)
+            if number is None or key == "step":
+                continue
+            self.buffer.add(key if key.startswith("val_") else f"val_{key}", number, step)
+        loss = metrics.get("val_loss", metrics.get("loss"))
+        if _numeric(loss) is not None:
+            self.val_loss.append((step, float(loss)))
+
+    def on_checkpoint(self, step: int, path: Any) -> None:
+        return None
+
+    def on_train_end(self, summary: dict | None = None) -> None:
+        """Send what is left (within ``tracking.final_flush_timeout``) and log the loss-curve PNG."""
+        self.close()
+        if summary:
+            self.run.log_metrics({k: v for k, v in summary.items() if k != "step"}, prefix="train_final.")
+        self._log_plot()
+
+    def close(self) -> int:
+        if not self._closed:
+            self._closed = True
+            self.unsent = self.buffer.close(timeout=self.run.cfg.tracking.final_flush_timeout)
+        return self.unsent
+
+    @_never_fails
+    def _log_plot(self) -> None:
+        from lmcore.loss_plot import plot_loss_curve
+
+        if not self.train_loss and not self.val_loss:
+            return
+        with tempfile.TemporaryDirectory(prefix="lmcore-plot-") as tmp:
+            png = plot_loss_curve(self.train_loss, Path(tmp) / "loss_curve.png", val=self.val_loss, lr=self.lr)
+            self.run.client.log_artifact(self.run.run_id, str(png), "plots")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def dataset_digest(shard_manifest: dict[str, Any]) -> str:
+    """16 hex chars of sha256 over the shard files' names and hashes (the store key if none listed)."""
+    files = shard_manifest.get("files") or []
+    h = hashlib.sha256()
+    for f in sorted(files, key=lambda f: f.get("name", "")):
+        h.update(f"{f.get('name')}:{f.get('sha256')}\n".encode())
+    if not files:
+        h.update(str(shard_manifest.get("key", "")).encode())
+    return h.hexdigest()[:16]
+
+
+def _dataset_source(location: Path):
+    """MLflow's local-artifact dataset source for a folder (resolved by URI scheme)."""
+    import warnings
+
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "can be interpreted in multiple ways": both are local files
+        return resolve_dataset_source(location.resolve().as_uri())
+
+
+def _truncate(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _lmcore_version() -> str:
+    import lmcore
+
+    return lmcore.__version__

@@ -1,0 +1,209 @@
+"""PipelineTracker against a real MLflow store (SQLite in tmp_path)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from lmcore.config import PipelineConfig
+from lmcore.tracking import NullRun, PipelineTracker, dataset_digest
+from lmcore.tracking_buffer import MetricBuffer
+
+
+def make_cfg(tmp_path: Path, **tracking) -> PipelineConfig:
+    return PipelineConfig.from_dict({
+        "paths": {"store": str(tmp_path / "store"), "models": str(tmp_path / "models"),
+                  "mlflow": str(tmp_path / "mlflow")},
+        "tracking": {"experiment_name": "test-exp", "flush_every_seconds": 0.2, **tracking},
+    })
+
+
+def client_for(cfg: PipelineConfig) -> MlflowClient:
+    return MlflowClient(tracking_uri=cfg.tracking_uri())
+
+
+def test_run_uses_sqlite_under_paths_mlflow_and_artifacts_beside_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = make_cfg(tmp_path)
+    with PipelineTracker(cfg).run("flow-123") as run:
+        run_id = run.run_id
+    assert (tmp_path / "mlflow" / "mlflow.db").is_file()
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlruns").exists()
+    got = client_for(cfg).get_run(run_id)
+    assert got.info.status == "FINISHED"
+    assert got.data.tags["lmcore.flow_run_id"] == "flow-123"
+    exp = client_for(cfg).get_experiment(got.info.experiment_id)
+    assert exp.artifact_location == (tmp_path / "mlflow" / "mlartifacts").resolve().as_uri()
+
+
+def test_run_is_marked_failed_when_the_block_raises(tmp_path):
+    cfg = make_cfg(tmp_path)
+    with pytest.raises(RuntimeError):
+        with PipelineTracker(cfg).run(None) as run:
+            run_id = run.run_id
+            raise RuntimeError("stage broke")
+    assert client_for(cfg).get_run(run_id).info.status == "FAILED"
+
+
+def test_log_config_records_every_flat_key_as_a_param_and_the_yaml(tmp_path, monkeypatch):
+    monkeypatch.setattr("lmcore.tracking.MAX_PARAMS_PER_BATCH", 30)  # several batches, like a >100-key config
+    cfg = make_cfg(tmp_path)
+    cfg.training.sample_prompts = ["x" * 7000]  # longer than MLflow's 6000-char limit
+    with PipelineTracker(cfg).run() as run:
+        n = run.log_config()
+        run_id = run.run_id
+    params = client_for(cfg).get_run(run_id).data.params
+    assert n == len(cfg.flat()) > 60
+    assert set(params) == set(cfg.flat())
+    assert params["training.learning_rate"] == str(cfg.training.learning_rate)
+    assert len(params["training.sample_prompts"]) == 6000
+    local = client_for(cfg).download_artifacts(run_id, "config/config.yaml", str(tmp_path / "dl"))
+    assert PipelineConfig.from_yaml(local).training.learning_rate == cfg.training.learning_rate
+
+
+def test_resume_writes_into_the_same_run_from_another_tracker(tmp_path):
+    cfg = make_cfg(tmp_path)
+    with PipelineTracker(cfg).run() as run:
+        run_id = run.run_id
+        with PipelineTracker(cfg).resume(run_id) as again:
+            again.log_stage("shard", "abc123", {"train_rows": 90, "eval_rows": 10, "note": "ok", "files": [1]})
+    data = client_for(cfg).get_run(run_id).data
+    assert data.tags["lmcore.shard.key"] == "abc123"
+    assert data.tags["lmcore.shard.note"] == "ok"
+    assert data.metrics == {"shard.train_rows": 90.0, "shard.eval_rows": 10.0}
+
+
+def test_log_dataset_records_a_dataset_input_with_the_shard_digest(tmp_path):
+    cfg = make_cfg(tmp_path)
+    manifest = {"stage": "shard", "key": "k" * 20,
+                "files": [{"name": "train-00000.parquet", "bytes": 10, "sha256": "a" * 64},
+                          {"name": "eval-00000.parquet", "bytes": 5, "sha256": "b" * 64}]}
+    with PipelineTracker(cfg).run() as run:
+        digest = run.log_dataset(manifest)
+        run_id = run.run_id
+    got = client_for(cfg).get_run(run_id)
+    (inp,) = got.inputs.dataset_inputs
+    assert inp.dataset.digest == digest == dataset_digest(manifest)
+    assert inp.dataset.name.startswith("lmcore-shards-kkkk")
+    assert "store/shards/" + "k" * 20 in inp.dataset.source
+    assert got.data.tags["lmcore.data.digest"] == digest
+    other = dict(manifest, files=[dict(manifest["files"][0], sha256="c" * 64), manifest["files"][1]])
+    assert dataset_digest(other) != digest
+
+
+def test_artifacts_land_in_the_run(tmp_path):
+    cfg = make_cfg(tmp_path)
+    report = tmp_path / "validate" / "report.json"
+    report.parent.mkdir()
+    report.write_text(json.dumps({"valid": 3}))
+    (report.parent / "quarantine.jsonl").write_text("{}\n")
+    tok = tmp_path / "tok"
+    tok.mkdir()
+    (tok / "tokenizer.json").write_text("{}")
+    with PipelineTracker(cfg).run() as run:
+        run.log_validation_report(report)
+        run.log_tokenizer(tok)
+        run_id = run.run_id
+    client = client_for(cfg)
+    names = {f.path for f in client.list_artifacts(run_id, "validation")}
+    assert names == {"validation/report.json", "validation/quarantine.jsonl"}
+    assert [f.path for f in client.list_artifacts(run_id, "tokenizer")] == ["tokenizer/tokenizer.json"]
+
+
+def test_train_callback_sends_metrics_in_batches_and_logs_a_loss_curve(tmp_path):
+    cfg = make_cfg(tmp_path, flush_every_seconds=60)
+    with PipelineTracker(cfg).run() as run:
+        cb = run.train_callback()
+        cb.on_train_start({"parameters": 1234})
+        for step in range(1, 201):
+            cb.on_log(step, {"loss": 5.0 - step / 100, "lr": 1e-3, "grad_norm": 0.5, "step": step})
+            if step % 50 == 0:
+                cb.on_eval(step, {"loss": 5.1 - step / 100, "perplexity": 100.0})
+        cb.on_train_end({"steps": 200, "tokens": 51200})
+        run_id = run.run_id
+    client = client_for(cfg)
+    history = client.get_metric_history(run_id, "loss")
+    assert [m.step for m in history] == list(range(1, 201))
+    assert [m.step for m in client.get_metric_history(run_id, "val_loss")] == [50, 100, 150, 200]
+    assert "step" not in client.get_run(run_id).data.metrics
+    assert client.get_run(run_id).data.metrics["train_final.tokens"] == 51200
+    assert client.get_run(run_id).data.tags["lmcore.train.parameters"] == "1234"
+    # 608 values: one flush at close, one log_batch call per 1000 metrics
+    assert cb.buffer.sent == 608 and cb.buffer.batches_sent == 1
+    assert [f.path for f in client.list_artifacts(run_id, "plots")] == ["plots/loss_curve.png"]
+    png = client.download_artifacts(run_id, "plots/loss_curve.png", str(tmp_path / "dl"))
+    assert Path(png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_disabled_tracking_and_other_ranks_log_nothing(tmp_path, monkeypatch):
+    cfg = make_cfg(tmp_path, enabled=False)
+    with PipelineTracker(cfg).run() as run:
+        assert isinstance(run, NullRun) and run.run_id is None
+        run.log_config()
+        run.train_callback().on_log(1, {"loss": 1.0})
+    monkeypatch.setenv("RANK", "1")
+    with PipelineTracker(make_cfg(tmp_path)).run() as run:
+        assert isinstance(run, NullRun)
+    assert not (tmp_path / "mlflow").exists()
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_unreachable_tracking_server_gives_a_warning_not_a_failure(tmp_path, caplog):
+    cfg = make_cfg(tmp_path, uri=f"http://127.0.0.1:{_closed_port()}", request_retries=0, request_timeout=2)
+    start = time.monotonic()
+    with caplog.at_level("WARNING", logger="lmcore.tracking"):
+        with PipelineTracker(cfg).run("flow") as run:
+            run.log_config()
+            cb = run.train_callback()
+            cb.on_log(1, {"loss": 1.0})
+            cb.on_train_end({})
+    assert isinstance(run, NullRun)
+    assert time.monotonic() - start < 15
+    assert sum("cannot start an MLflow run" in r.message for r in caplog.records) == 1
+
+
+def test_metric_buffer_keeps_metrics_while_sending_fails_and_warns_once(caplog):
+    sent: list = []
+    state = {"down": True}
+
+    def send(batch):
+        if state["down"]:
+            raise ConnectionError("server down")
+        sent.extend(batch)
+
+    buf = MetricBuffer(send, flush_every=0.05, backoff_start=0.05, backoff_max=0.2, max_pending=1000)
+    with caplog.at_level("WARNING", logger="lmcore.tracking"):
+        for step in range(300):
+            buf.add("loss", 1.0, step)
+            time.sleep(0.001)
+        time.sleep(0.3)
+        assert buf.failures >= 2 and sent == []
+        state["down"] = False
+        assert buf.close(timeout=5) == 0
+    assert [m.step for m in sent] == list(range(300))
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "retrying with backoff" in warnings[0].message
+
+
+def test_metric_buffer_is_bounded_and_reports_what_was_lost(caplog):
+    def send(batch):
+        raise ConnectionError("down")
+
+    buf = MetricBuffer(send, background=False, max_pending=100)
+    for step in range(250):
+        buf.add("loss", 1.0, step)
+    assert buf.pending == 100 and buf.dropped == 150
+    with caplog.at_level("WARNING", logger="lmcore.tracking"):
+        assert buf.close(timeout=0.2) == 250
+    assert any("could not be sent" in r.message for r in caplog.records)
