@@ -1,0 +1,220 @@
+"""Byte-level BPE tokenizer: training from Parquet shards, and the ``LmcoreTokenizer`` wrapper.
+
+Why byte-level BPE with HF ``tokenizers``: every string round-trips (no unknown
+token), training takes seconds, and the saved ``tokenizer.json`` is what
+``transformers.AutoTokenizer`` loads, so an exported model needs no conversion.
+
+Training streams a sample of ``data.tokenizer_train_size`` train records, spread
+evenly over the train shards (every k-th record), through
+``train_from_iterator``: the corpus is never held in memory.  Chat records are
+rendered with the chat template; special tokens are cut out of the training text
+so the merges never learn pieces of ``<|user|>``.
+
+The folder written by :func:`run_train_tokenizer` / :meth:`LmcoreTokenizer.save_pretrained`:
+``tokenizer.json``, ``tokenizer_config.json`` (tokenizer_class
+``PreTrainedTokenizerFast``, bos/eos/pad, ``chat_template``, ``model_max_length``) and
+``special_tokens_map.json``.  Encoding with ``add_special_tokens=True`` prepends
+``<|bos|>`` (a post-processor in ``tokenizer.json``, so transformers does the same);
+pre-tokenisation adds bos/eos itself from ``tokenizer.add_bos/add_eos``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import pyarrow.parquet as pq
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+from lmcore import chat
+from lmcore.config import DataConfig, TokenizerConfig
+from lmcore.errors import DataFormatError, StoreError
+
+STAGE_VERSION = "1"
+UNLIMITED_LENGTH = int(1e30)  # what transformers writes for "no maximum length"
+_SPECIAL_SPLIT = re.compile("|".join(re.escape(t) for t in chat.SPECIAL_TOKENS))
+
+
+class LmcoreTokenizer:
+    """A ``tokenizers.Tokenizer`` plus the chat template; the tokenizer every lmcore stage uses."""
+
+    def __init__(self, tokenizer: Tokenizer, chat_template: str | None = None,
+                 model_max_length: int = UNLIMITED_LENGTH):
+        self.tokenizer = tokenizer
+        self.chat_template = chat_template or chat.DEFAULT_CHAT_TEMPLATE
+        self.model_max_length = model_max_length
+        missing = [t for t in chat.SPECIAL_TOKENS if tokenizer.token_to_id(t) is None]
+        if missing:
+            raise StoreError(f"tokenizer lacks the special tokens {missing}")
+
+    # ------------------------------------------------------------------ ids
+    @property
+    def bos_id(self) -> int:
+        return self.tokenizer.token_to_id(chat.BOS)
+
+    @property
+    def eos_id(self) -> int:
+        return self.tokenizer.token_to_id(chat.EOS)
+
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.token_to_id(chat.PAD)
+
+    @property
+    def end_of_turn_id(self) -> int:
+        return self.tokenizer.token_to_id(chat.END_OF_TURN)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.get_vocab_size(with_added_tokens=True)
+
+    @property
+    def special_ids(self) -> dict[str, int]:
+        return {t: self.tokenizer.token_to_id(t) for t in chat.SPECIAL_TOKENS}
+
+    # ------------------------------------------------------------------ text <-> ids
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=add_special_tokens).ids
+
+    def encode_batch(self, texts: Sequence[str], add_special_tokens: bool = False) -> list[list[int]]:
+        return [e.ids for e in self.tokenizer.encode_batch_fast(list(texts), add_special_tokens=add_special_tokens)]
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
+    # ------------------------------------------------------------------ chat
+    def apply_chat_template(self, messages: Sequence[dict], add_generation_prompt: bool = False,
+                            tokenize: bool = False) -> str | list[int]:
+        text = chat.render(messages, self.chat_template, add_generation_prompt)
+        return self.encode(text) if tokenize else text
+
+    def chat_segments(self, messages: Sequence[dict], add_generation_prompt: bool = False) -> list[tuple[str, bool]]:
+        return chat.chat_segments(messages, self.chat_template, add_generation_prompt)
+
+    # ------------------------------------------------------------------ files
+    @classmethod
+    def load(cls, directory: str | Path) -> "LmcoreTokenizer":
+        directory = Path(directory)
+        path = directory / "tokenizer.json"
+        if not path.is_file():
+            raise StoreError(f"{path}: no tokenizer.json here")
+        config_path = directory / "tokenizer_config.json"
+        config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
+        template = config.get("chat_template")
+        jinja_file = directory / "chat_template.jinja"
+        if template is None and jinja_file.is_file():
+            template = jinja_file.read_text(encoding="utf-8")
+        return cls(Tokenizer.from_file(str(path)), template, int(config.get("model_max_length", UNLIMITED_LENGTH)))
+
+    def save_pretrained(self, directory: str | Path) -> list[str]:
+        """Write the transformers-loadable folder; returns the file names written."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.tokenizer.save(str(directory / "tokenizer.json"))
+        tokens = {"bos_token": chat.BOS, "eos_token": chat.EOS, "pad_token": chat.PAD}
+        extra = [t for t in chat.SPECIAL_TOKENS if t not in tokens.values()]
+        config = {
+            "tokenizer_class": "PreTrainedTokenizerFast",
+            **tokens,
+            "unk_token": None,
+            "extra_special_tokens": extra,
+            "chat_template": self.chat_template,
+            "model_max_length": self.model_max_length,
+            "clean_up_tokenization_spaces": False,
+            "padding_side": "right",
+        }
+        (directory / "tokenizer_config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n",
+                                                         encoding="utf-8")
+        special_map = {**tokens, "additional_special_tokens": extra}
+        (directory / "special_tokens_map.json").write_text(json.dumps(special_map, indent=2) + "\n", encoding="utf-8")
+        return ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]
+
+
+# ---------------------------------------------------------------------- training
+
+
+def new_bpe_tokenizer() -> Tokenizer:
+    """An untrained byte-level BPE: ByteLevel pre-tokenizer (no prefix space) and decoder."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    return tok
+
+
+def record_text(kind: str, text: str | None, messages: str | None, template: str | None,
+                source: str = "", line: int | None = None) -> str:
+    """The text a Parquet record stands for: its ``text``, or its conversation rendered with the template."""
+    if kind == "chat":
+        try:
+            parsed = json.loads(messages or "null")
+        except json.JSONDecodeError as exc:
+            raise DataFormatError(f"messages is not JSON: {exc}", path=source, line=line) from None
+        return chat.render(chat.check_messages(parsed, source, line), template)
+    return text or ""
+
+
+def train_shard_files(shard_dir: str | Path) -> list[Path]:
+    files = sorted(Path(shard_dir).glob("train-*.parquet"))
+    if not files:
+        raise StoreError(f"{shard_dir}: no train-*.parquet shards to train the tokenizer on")
+    return files
+
+
+def sample_texts(shard_dir: str | Path, sample_size: int, template: str | None = None,
+                 batch_rows: int = 2048) -> Iterator[list[str]]:
+    """Stream about ``sample_size`` train records (every k-th, spread over all shards) as text batches.
+
+    Special tokens are cut out: each batch holds the pieces of text between them.
+    """
+    files = train_shard_files(shard_dir)
+    total = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    stride = max(1, -(-total // sample_size))
+    taken = 0
+    index = 0
+    for path in files:
+        pf = pq.ParquetFile(path)
+        for batch in pf.iter_batches(batch_size=batch_rows, columns=["kind", "text", "messages", "source", "line"]):
+            cols = batch.to_pydict()
+            out: list[str] = []
+            for kind, text, messages, source, line in zip(cols["kind"], cols["text"], cols["messages"],
+                                                          cols["source"], cols["line"]):
+                if index % stride == 0 and taken < sample_size:
+                    taken += 1
+                    rendered = record_text(kind, text, messages, template, source, line)
+                    out.extend(p for p in _SPECIAL_SPLIT.split(rendered) if p)
+                index += 1
+            if out:
+                yield out
+            if taken >= sample_size:
+                return
+
+
+def train_tokenizer(shard_dir: str | Path, vocab_size: int, min_frequency: int = 2, sample_size: int = 100_000,
+                    chat_template: str | None = None, model_max_length: int = UNLIMITED_LENGTH) -> LmcoreTokenizer:
+    """Train a byte-level BPE of ``vocab_size`` (special tokens included) on a streamed sample."""
+    tok = new_bpe_tokenizer()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
+                                  special_tokens=list(chat.SPECIAL_TOKENS),
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(sample_texts(shard_dir, sample_size, chat_template), trainer=trainer)
+    bos = tok.token_to_id(chat.BOS)
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{chat.BOS} $A", pair=f"{chat.BOS} $A {chat.BOS} $B:1", special_tokens=[(chat.BOS, bos)])
+    return LmcoreTokenizer(tok, chat_template, model_max_length)
+
+
+def run_train_tokenizer(shard_dir: str | Path, tok_cfg: TokenizerConfig, data_cfg: DataConfig, vocab_size: int,
+                        out_dir: str | Path, model_max_length: int | None = None) -> dict[str, Any]:
+    """Stage ``tokenizer``: train on ``shard_dir``'s train shards and save the folder into ``out_dir``.
+
+    ``vocab_size`` is the target (``tok_cfg.vocab_size`` wins when set); the returned summary holds the
+    actual size, which is smaller when the sample has too few distinct merges.
+    """
+    target = tok_cfg.vocab_size or vocab_size
+    tok = train_tokenizer(shard_dir, target, tok_cfg.min_frequency, data_cfg.tokenizer_train_size,
+                          tok_cfg.chat_template, model_max_length or UNLIMITED_LENGTH)
+    files = tok.save_pretrained(out_dir)
+    return {"vocab_size": tok.vocab_size, "target_vocab_size": target, "special_tokens": tok.special_ids,
+            "sample_records": data_cfg.tokenizer_train_size, "files": files}
