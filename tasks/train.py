@@ -1,0 +1,68 @@
+"""Prefect task: train the model on the token shards (checkpoints + final/).
+
+Key: the token shard keys + the tokenizer key + the resolved architecture
+(``ModelConfig``, after ``auto`` was resolved) + the ``training`` and
+``precision`` sections + ``lmcore.train.trainer.STAGE_VERSION``. The MLflow run
+id is not part of the key: it only says where to log.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import task
+
+from lmcore.store import stage_key
+from tasks._common import TASK_OPTIONS, build, cache_key_fn, stage_version
+
+STAGE = "train"
+MODULE = "lmcore.train.trainer"
+
+
+def inputs(p: dict[str, Any]) -> dict[str, Any]:
+    return {"tokens": [t["key"] for t in p["tokens"]], "tokenizer": p["tokenizer"]["key"]}
+
+
+def key_config(p: dict[str, Any]) -> dict[str, Any]:
+    return {"model": p["model_config"], "training": p["config"]["training"], "precision": p["config"]["precision"],
+            "document_masking": p["config"]["model"]["document_masking"]}
+
+
+def key(p: dict[str, Any]) -> str:
+    return stage_key(STAGE, inputs(p), key_config(p), stage_version(MODULE))
+
+
+def figure(summary: dict[str, Any]) -> str:
+    parts = []
+    if isinstance(summary.get("step", summary.get("steps")), int):
+        parts.append(f"{summary.get('step', summary.get('steps')):,} steps")
+    if isinstance(summary.get("final_loss", summary.get("loss")), (int, float)):
+        parts.append(f"loss {summary.get('final_loss', summary.get('loss')):.3f}")
+    if isinstance(summary.get("tokens_per_sec"), (int, float)):
+        parts.append(f"{summary['tokens_per_sec']:,.0f} tok/s")
+    return ", ".join(parts)
+
+
+@task(name="train", cache_key_fn=cache_key_fn(key, STAGE), **TASK_OPTIONS)
+def train_task(tokens: list[dict[str, Any]], tokenizer: dict[str, Any], model_config: dict[str, Any],
+               config: dict[str, Any], store: str, run_id: str | None = None,
+               refresh: bool = False) -> dict[str, Any]:
+    from pathlib import Path
+
+    from lmcore.config import ModelConfig, PipelineConfig
+    from lmcore.train.trainer import run_train
+    from tasks.hooks import TRAIN_CALLBACKS
+
+    params = {"tokens": tokens, "tokenizer": tokenizer, "model_config": model_config, "config": config}
+    cfg, model_cfg = PipelineConfig(**config), ModelConfig(**model_config)
+
+    def compute(out: Path) -> dict[str, Any]:
+        from lmcore.tracking import PipelineTracker
+
+        with PipelineTracker(cfg).resume(run_id) as run:
+            callbacks = [run.train_callback(), *TRAIN_CALLBACKS]
+            return run_train(cfg, model_cfg, [Path(t["dir"]) for t in tokens], Path(tokenizer["dir"]), out,
+                             callbacks)
+
+    return build(STAGE, store, key(params), compute, inputs=inputs(params), config=key_config(params),
+                 code_version=stage_version(MODULE), refresh=refresh, figure=figure)
