@@ -163,11 +163,14 @@ def train_shard_files(shard_dir: str | Path) -> list[Path]:
 
 
 def sample_texts(shard_dir: str | Path, sample_size: int, template: str | None = None,
-                 batch_rows: int = 2048) -> Iterator[list[str]]:
-    """Stream about ``sample_size`` train records (every k-th, spread over all shards) as text batches.
+                 batch_rows: int = 2048, stats: dict[str, int] | None = None) -> Iterator[list[str]]:
+    """Stream at most ``sample_size`` train records (every k-th, spread over all shards) as text batches.
 
-    Special tokens are cut out: each batch holds the pieces of text between them.
+    Special tokens are cut out: each batch holds the pieces of text between them.  ``stats``, when
+    given, receives ``records`` (records taken) and ``utf8_bytes`` (their text size).
     """
+    stats = stats if stats is not None else {}
+    stats.update(records=0, utf8_bytes=0)
     files = train_shard_files(shard_dir)
     total = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
     stride = max(1, -(-total // sample_size))
@@ -183,6 +186,8 @@ def sample_texts(shard_dir: str | Path, sample_size: int, template: str | None =
                 if index % stride == 0 and taken < sample_size:
                     taken += 1
                     rendered = record_text(kind, text, messages, template, source, line)
+                    stats["records"] = taken
+                    stats["utf8_bytes"] += len(rendered.encode("utf-8"))
                     out.extend(p for p in _SPECIAL_SPLIT.split(rendered) if p)
                 index += 1
             if out:
@@ -192,13 +197,14 @@ def sample_texts(shard_dir: str | Path, sample_size: int, template: str | None =
 
 
 def train_tokenizer(shard_dir: str | Path, vocab_size: int, min_frequency: int = 2, sample_size: int = 100_000,
-                    chat_template: str | None = None, model_max_length: int = UNLIMITED_LENGTH) -> LmcoreTokenizer:
+                    chat_template: str | None = None, model_max_length: int = UNLIMITED_LENGTH,
+                    stats: dict[str, int] | None = None) -> LmcoreTokenizer:
     """Train a byte-level BPE of ``vocab_size`` (special tokens included) on a streamed sample."""
     tok = new_bpe_tokenizer()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
                                   special_tokens=list(chat.SPECIAL_TOKENS),
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(sample_texts(shard_dir, sample_size, chat_template), trainer=trainer)
+    tok.train_from_iterator(sample_texts(shard_dir, sample_size, chat_template, stats=stats), trainer=trainer)
     bos = tok.token_to_id(chat.BOS)
     tok.post_processor = processors.TemplateProcessing(
         single=f"{chat.BOS} $A", pair=f"{chat.BOS} $A {chat.BOS} $B:1", special_tokens=[(chat.BOS, bos)])
@@ -213,8 +219,9 @@ def run_train_tokenizer(shard_dir: str | Path, tok_cfg: TokenizerConfig, data_cf
     actual size, which is smaller when the sample has too few distinct merges.
     """
     target = tok_cfg.vocab_size or vocab_size
+    stats: dict[str, int] = {}
     tok = train_tokenizer(shard_dir, target, tok_cfg.min_frequency, data_cfg.tokenizer_train_size,
-                          tok_cfg.chat_template, model_max_length or UNLIMITED_LENGTH)
+                          tok_cfg.chat_template, model_max_length or UNLIMITED_LENGTH, stats)
     files = tok.save_pretrained(out_dir)
     return {"vocab_size": tok.vocab_size, "target_vocab_size": target, "special_tokens": tok.special_ids,
-            "sample_records": data_cfg.tokenizer_train_size, "files": files}
+            "sample_records": stats["records"], "sample_utf8_bytes": stats["utf8_bytes"], "files": files}
