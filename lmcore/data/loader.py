@@ -145,6 +145,7 @@ class PackedLoader:
         g = k * self.world_size + self.rank
         windows = self.window_order(epoch)[g * B:(g + 1) * B]
         ids = np.full((B, T + 1), self.pad_id, dtype=np.int64)
+        inputs = np.full((B, T), self.pad_id, dtype=np.int64)
         trained = np.zeros((B, T + 1), dtype=bool)
         doc_ids = np.full((B, T), -1, dtype=np.int32)
         for row, w in enumerate(windows):
@@ -153,11 +154,12 @@ class PackedLoader:
             n = end - start
             tok, mask = self._read(start, end)
             ids[row, :n] = tok
+            inputs[row, :n - 1] = tok[:n - 1]
             trained[row, :n] = mask != 0
             first = np.searchsorted(self._doc_starts, start, side="right")
             doc_ids[row, :n - 1] = np.searchsorted(self._doc_starts, np.arange(start, end - 1), side="right") - first
         targets = np.where(trained[:, 1:], ids[:, 1:], IGNORE_INDEX)
-        return Batch(torch.from_numpy(ids[:, :-1].copy()), torch.from_numpy(targets),
+        return Batch(torch.from_numpy(inputs), torch.from_numpy(targets),
                      torch.from_numpy(doc_ids), int(np.count_nonzero(trained[:, 1:])))
 
     def _read(self, start: int, end: int) -> tuple[np.ndarray, np.ndarray]:
