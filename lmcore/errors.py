@@ -58,3 +58,13 @@ class ModelNotFoundError(LmcoreError):
     """A model id that the registry does not hold."""
 
     exit_code = 2
+
+
+class TrainingDivergedError(LmcoreError):
+    """Training produced non-finite losses or gradients too many updates in a row; names the last good checkpoint."""
+
+    def __init__(self, message: str, key: str | None = None, step: int | None = None, checkpoint=None):
+        self.key = key
+        self.step = step
+        self.checkpoint = checkpoint
+        super().__init__(f"{key}: {message}" if key else message)

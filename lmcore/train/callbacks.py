@@ -1,0 +1,105 @@
+"""Training callbacks: how the loop reports progress without knowing who listens.
+
+A callback is any object with some of ``on_train_start(info)``, ``on_log(step, metrics)``,
+``on_eval(step, metrics)``, ``on_checkpoint(step, path)``, ``on_train_end(summary)``
+(contract in docs/internals.md).  :class:`CallbackList` calls only the methods an object
+has, and only on the main rank.  Two standard ones live here:
+
+* :class:`LoggingCallback`: one ``logging`` line per log/eval/checkpoint; Prefect captures
+  these inside the train task, and plain scripts see them with ``logging.basicConfig``.
+* :class:`RichProgressCallback`: a rich progress bar (step, loss, lr, tokens/s, ETA) for
+  the CLI.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Iterable
+
+log = logging.getLogger("lmcore.train")
+
+EVENTS = ("on_train_start", "on_log", "on_eval", "on_checkpoint", "on_train_end")
+
+
+class CallbackList:
+    """Dispatches events to callbacks that define them; silent on non-main ranks."""
+
+    def __init__(self, callbacks: Iterable[Any] = (), is_main: bool = True):
+        self.callbacks = list(callbacks)
+        self.is_main = is_main
+
+    def __call__(self, event: str, *args) -> None:
+        if event not in EVENTS:
+            raise ValueError(f"unknown callback event {event!r}")
+        if not self.is_main:
+            return
+        for cb in self.callbacks:
+            method = getattr(cb, event, None)
+            if method is not None:
+                method(*args)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+class LoggingCallback:
+    """Writes one INFO line per event to the ``lmcore.train`` logger."""
+
+    def __init__(self, logger: logging.Logger | None = None):
+        self.log = logger or log
+
+    def on_train_start(self, info: dict) -> None:
+        self.log.info("train start: %s", ", ".join(f"{k}={_fmt(v)}" for k, v in info.items()))
+
+    def on_log(self, step: int, metrics: dict) -> None:
+        keys = ("loss", "lr", "grad_norm", "tokens_per_sec", "mfu", "tokens_seen", "epoch")
+        self.log.info("step %d %s", step, " ".join(f"{k}={_fmt(metrics[k])}" for k in keys if k in metrics))
+
+    def on_eval(self, step: int, metrics: dict) -> None:
+        self.log.info("eval step %d %s", step, " ".join(f"{k}={_fmt(v)}" for k, v in metrics.items()))
+
+    def on_checkpoint(self, step: int, path) -> None:
+        self.log.info("checkpoint step %d -> %s", step, path)
+
+    def on_train_end(self, summary: dict) -> None:
+        self.log.info("train end: %s", ", ".join(f"{k}={_fmt(v)}" for k, v in summary.items()
+                                                 if not isinstance(v, (dict, list))))
+
+
+class RichProgressCallback:
+    """A rich progress bar over optimizer steps (total from ``info['total_steps']`` when known)."""
+
+    def __init__(self, console=None):
+        self.console = console
+        self.progress = None
+        self.task = None
+
+    def on_train_start(self, info: dict) -> None:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.progress = Progress(TextColumn("[bold]train"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                                 TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                                 console=self.console, transient=False)
+        self.progress.start()
+        self.task = self.progress.add_task("train", total=info.get("total_steps"),
+                                           completed=info.get("start_step", 0), stats="")
+
+    def on_log(self, step: int, metrics: dict) -> None:
+        if self.progress is None:
+            return
+        stats = (f"loss {metrics.get('loss', float('nan')):.4f}  lr {metrics.get('lr', 0.0):.2e}  "
+                 f"{metrics.get('tokens_per_sec', 0.0):,.0f} tok/s")
+        self.progress.update(self.task, completed=step, stats=stats)
+
+    def on_eval(self, step: int, metrics: dict) -> None:
+        if self.progress is not None and "eval_loss" in metrics:
+            self.progress.console.print(f"step {step}: eval loss {metrics['eval_loss']:.4f}")
+
+    def on_train_end(self, summary: dict) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, completed=summary.get("steps", 0))
+            self.progress.stop()
+            self.progress = None

@@ -1,0 +1,162 @@
+"""One optimizer update, the token-weighted loss, and the state an exact resume needs.
+
+:class:`Trainer` holds the model, AdamW, precision and grad scaler, and does one update
+from a group of micro-batches (:meth:`Trainer.train_step`).  The loss is normalised
+by the number of target tokens in the *whole* accumulation group, summed over ranks:
+each micro-batch contributes ``sum(CE over targets != -100) / total_targets``, so the
+gradient equals that of one big batch whatever ``gradient_accumulation_steps`` is and
+however the loss mask is distributed among the micro-batches.
+
+Non-finite handling: a non-finite loss skips the update; non-finite gradients are
+skipped by the GradScaler in fp16 and by the trainer otherwise.  The caller counts
+consecutive skips (``lmcore.train.trainer``) and stops the run when there are too many.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from lmcore.train import checkpoint as ckpt
+from lmcore.train.context import DistContext, single_process_context, wrap_for_training
+from lmcore.train.optim import build_optimizer, set_learning_rate
+from lmcore.train.precision import Precision, maybe_compile, resolve_precision
+from lmcore.train.state import TrainProgress, capture_rng_state, from_safe, restore_rng_state, to_safe
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class StepResult:
+    loss: float            # mean nats per target token over the group (all ranks)
+    grad_norm: float       # before clipping
+    target_tokens: int     # targets in the group (all ranks)
+    updated: bool          # an optimizer step was taken
+    nonfinite: bool        # loss or gradients were not finite (counts toward divergence)
+
+
+def token_loss_sum(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Sum of cross-entropy (nats) over positions whose target is not -100, in float32."""
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1),
+                           ignore_index=IGNORE_INDEX, reduction="sum")
+
+
+@torch.no_grad()
+def loss_totals(model: torch.nn.Module, batches, precision: Precision, device: torch.device,
+                max_batches: int | None = None) -> tuple[float, int, int]:
+    """``(total nats, target tokens, input tokens)`` of ``model`` over ``batches`` (eval mode, restored after)."""
+    was_training = model.training
+    model.eval()
+    nats = torch.zeros((), dtype=torch.float64, device=device)
+    targets = tokens = 0
+    try:
+        for i, batch in enumerate(batches):
+            if max_batches is not None and i >= max_batches:
+                break
+            ids = batch.input_ids.to(device, non_blocking=True)
+            tgt = batch.targets.to(device, non_blocking=True)
+            with precision.autocast():
+                logits = model(ids, doc_ids=batch.doc_ids.to(device, non_blocking=True))
+            nats += token_loss_sum(logits, tgt).double()
+            targets += int(batch.num_target_tokens)
+            tokens += ids.numel()
+    finally:
+        model.train(was_training)
+    return float(nats.item()), targets, tokens
+
+
+class Trainer:
+    """Model + optimizer + precision for one run; ``train_step`` makes one update."""
+
+    def __init__(self, model: torch.nn.Module, cfg, ctx: DistContext | None = None):
+        self.cfg = cfg
+        self.ctx = ctx or single_process_context(next(model.parameters()).device)
+        self.device = self.ctx.device
+        self.model = model.to(self.device)           # the plain module: state_dict names, checkpoints
+        self.model.train()
+        self.precision = resolve_precision(cfg.precision, self.device)
+        self.train_model = maybe_compile(wrap_for_training(self.model, cfg, self.ctx), cfg.precision)
+        self.optimizer = build_optimizer(self.model, cfg.training, self.device)
+        self.scaler = self.precision.grad_scaler()
+        self.progress = TrainProgress()
+
+    # ------------------------------------------------------------------ one update
+    def train_step(self, micro_batches: list, lr: float) -> StepResult:
+        """Forward/backward every micro-batch, then clip and step (or skip when non-finite)."""
+        set_learning_rate(self.optimizer, lr)
+        local_targets = sum(int(b.num_target_tokens) for b in micro_batches)
+        total_targets = int(self.ctx.all_reduce_sum(
+            torch.tensor(local_targets, dtype=torch.int64, device=self.device)).item())
+        if total_targets == 0:
+            self.optimizer.zero_grad(set_to_none=True)
+            return StepResult(float("nan"), 0.0, 0, updated=False, nonfinite=False)
+        # DDP/FSDP average gradients over ranks; multiplying by world_size turns that into a sum.
+        scale = self.ctx.world_size / total_targets
+        loss_sum = torch.zeros((), dtype=torch.float32, device=self.device)
+        last = len(micro_batches) - 1
+        for i, batch in enumerate(micro_batches):
+            ids = batch.input_ids.to(self.device, non_blocking=True)
+            tgt = batch.targets.to(self.device, non_blocking=True)
+            docs = batch.doc_ids.to(self.device, non_blocking=True)
+            with self.ctx.no_sync(self.train_model, skip_sync=i < last):
+                with self.precision.autocast():
+                    logits = self.train_model(ids, doc_ids=docs)
+                nats = token_loss_sum(logits, tgt)
+                self.scaler.scale(nats * scale).backward()
+            loss_sum += nats.detach()
+        loss_sum = self.ctx.all_reduce_sum(loss_sum)
+
+        self.scaler.unscale_(self.optimizer)
+        max_norm = self.cfg.training.max_grad_norm or math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        loss_t, norm_t = torch.stack([loss_sum / total_targets, grad_norm.float()]).tolist()
+        loss_ok, grads_ok = math.isfinite(loss_t), math.isfinite(norm_t)
+
+        updated = False
+        if not loss_ok:
+            pass
+        elif self.scaler.is_enabled():
+            before = self.scaler.get_scale()
+            self.scaler.step(self.optimizer)   # skips internally when grads overflowed
+            self.scaler.update()
+            updated = self.scaler.get_scale() >= before
+        elif grads_ok:
+            self.optimizer.step()
+            updated = True
+        self.optimizer.zero_grad(set_to_none=True)
+        nonfinite = not loss_ok or (not grads_ok and not self.scaler.is_enabled())
+        return StepResult(loss_t, norm_t, total_targets, updated=updated, nonfinite=nonfinite)
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self, loader, max_batches: int | None) -> dict:
+        nats, targets, tokens = loss_totals(self.model, loader, self.precision, self.device, max_batches)
+        totals = self.ctx.all_reduce_sum(torch.tensor([nats, float(targets)], dtype=torch.float64,
+                                                      device=self.device)).tolist()
+        loss = totals[0] / totals[1] if totals[1] else float("nan")
+        return {"eval_loss": loss, "eval_perplexity": math.exp(min(loss, 50.0)), "eval_tokens": int(totals[1])}
+
+    # ------------------------------------------------------------------ checkpoints
+    def trainer_state(self, loader_state: dict | None) -> dict:
+        return {"progress": self.progress.state_dict(), "rng": capture_rng_state(),
+                "scaler": self.scaler.state_dict(), "loader": to_safe(loader_state)}
+
+    def save(self, dest, model_cfg, loader_state: dict | None, metadata: dict | None = None):
+        meta = {"step": self.progress.step, "tokens_seen": self.progress.tokens_seen, "epoch": self.progress.epoch}
+        meta.update(metadata or {})
+        return ckpt.save_checkpoint(dest, model=self.model, model_cfg=model_cfg, optimizer=self.optimizer,
+                                    trainer_state=self.trainer_state(loader_state), pipeline_cfg=self.cfg,
+                                    metadata=meta)
+
+    def load(self, ckpt_dir) -> dict | None:
+        """Restore weights, optimizer, scaler, RNG and progress from ``ckpt_dir``; return the loader state."""
+        ckpt.load_weights(ckpt_dir, self.model)
+        self.optimizer.load_state_dict(ckpt.load_optimizer_state(ckpt_dir))
+        state = ckpt.load_trainer_state(ckpt_dir)
+        self.progress = TrainProgress.from_state_dict(state["progress"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        restore_rng_state(state["rng"])
+        return from_safe(state.get("loader"))

@@ -1,0 +1,72 @@
+"""AdamW with two parameter groups: weight decay on matrices, none on vectors.
+
+Decision: every parameter with fewer than two dimensions (norm gains, biases) gets no
+weight decay; matrices (attention, MLP, and the embedding/LM-head matrix) do.  Decaying
+the embedding is what GPT-2/LLaMA recipes do and it keeps tied embeddings in one group.
+
+The implementation picks ``fused=True`` where torch supports it (CUDA; CPU in recent
+torch), else ``foreach=True``: one kernel per group instead of one per tensor.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """``[{params: matrices, weight_decay}, {params: vectors, weight_decay: 0}]`` (shared params counted once)."""
+    decay, no_decay, seen = [], [], set()
+    for _, param in model.named_parameters():
+        if not param.requires_grad or id(param) in seen:
+            continue
+        seen.add(id(param))
+        (decay if param.dim() >= 2 else no_decay).append(param)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
+
+
+def _fused_supported(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return True
+    if device.type == "cpu":
+        try:
+            torch.optim.AdamW([torch.zeros(1, requires_grad=True)], fused=True)
+            return True
+        except (RuntimeError, TypeError, ValueError):
+            return False
+    return False
+
+
+def build_optimizer(model: torch.nn.Module, training_cfg, device: torch.device | str | None = None,
+                    implementation: str = "auto") -> torch.optim.AdamW:
+    """AdamW from the ``training`` section (lr, betas, eps, weight_decay).
+
+    ``implementation``: ``auto`` (fused where available, else foreach), ``fused``, ``foreach``
+    or ``loop`` (the reference per-tensor loop).
+    """
+    if device is None:
+        device = next(model.parameters()).device
+    device = torch.device(device)
+    kwargs: dict = {}
+    if implementation == "auto":
+        implementation = "fused" if _fused_supported(device) else "foreach"
+    if implementation == "fused":
+        kwargs["fused"] = True
+    elif implementation == "foreach":
+        kwargs["foreach"] = True
+    elif implementation == "loop":
+        kwargs["foreach"] = False
+    else:
+        raise ValueError(f"unknown optimizer implementation {implementation!r}")
+    return torch.optim.AdamW(param_groups(model, training_cfg.weight_decay), lr=training_cfg.learning_rate,
+                             betas=(training_cfg.adam_beta1, training_cfg.adam_beta2),
+                             eps=training_cfg.adam_eps, **kwargs)
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr

@@ -1,0 +1,120 @@
+"""Numeric precision and compilation: which dtype a run computes in, and how.
+
+``precision.dtype`` resolution:
+
+* ``auto``: bf16 autocast on GPUs that support bf16 (Ampere and later), fp16 autocast
+  plus a ``GradScaler`` on older GPUs, fp32 on CPU.
+* ``bf16`` / ``fp16`` / ``fp32``: as asked (fp16 on CPU is not supported by autocast and
+  falls back to bf16 with a warning).
+* ``precision.use_mixed_precision: false`` forces fp32 whatever ``dtype`` says.
+
+Weights and optimizer state stay fp32 in every mode (autocast casts per op), so a
+checkpoint never depends on the precision it was trained in.
+
+:func:`maybe_compile` wraps ``torch.compile``: compilation is lazy in torch (it happens
+on the first forward), so :class:`CompiledWithFallback` catches a failure there and
+continues uncompiled with one warning instead of ending the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import warnings
+from dataclasses import dataclass
+
+import torch
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+@dataclass(frozen=True)
+class Precision:
+    """The resolved choice: ``name`` in bf16/fp16/fp32, the autocast dtype, and whether to scale grads."""
+
+    name: str
+    device_type: str
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return _DTYPES[self.name]
+
+    @property
+    def use_autocast(self) -> bool:
+        return self.name != "fp32"
+
+    @property
+    def use_grad_scaler(self) -> bool:
+        return self.name == "fp16"
+
+    def autocast(self):
+        """Context manager for forward passes (a no-op in fp32)."""
+        if not self.use_autocast:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device_type, dtype=self.dtype)
+
+    def grad_scaler(self) -> "torch.amp.GradScaler":
+        """A GradScaler, enabled only for fp16 (disabled scalers pass through, keeping one code path)."""
+        return torch.amp.GradScaler(self.device_type, enabled=self.use_grad_scaler)
+
+
+def resolve_precision(precision_cfg, device: torch.device | str) -> Precision:
+    """Turn the ``precision`` config section into a :class:`Precision` for ``device``."""
+    device = torch.device(device)
+    kind = device.type
+    if not precision_cfg.use_mixed_precision:
+        return Precision("fp32", kind)
+    want = precision_cfg.dtype
+    if want == "auto":
+        if kind == "cuda":
+            want = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        else:
+            want = "fp32"
+    if want == "fp16" and kind == "cpu":
+        log.warning("fp16 autocast is not supported on CPU; using bf16")
+        want = "bf16"
+    if want == "bf16" and kind == "cuda" and not torch.cuda.is_bf16_supported():
+        log.warning("this GPU has no bf16 support; using fp16 with a GradScaler")
+        want = "fp16"
+    return Precision(want, kind)
+
+
+class CompiledWithFallback(torch.nn.Module):
+    """Calls the compiled module; if compiling fails on a call, warns once and uses the eager module."""
+
+    def __init__(self, module: torch.nn.Module, compiled):
+        super().__init__()
+        self.module = module           # registered: parameters and state_dict stay the eager module's
+        # Not registered as a submodule: it wraps ``module``, whose parameters must appear once.
+        object.__setattr__(self, "_compiled", compiled)
+        self.compile_failed = False
+
+    def forward(self, *args, **kwargs):
+        if self._compiled is not None:
+            try:
+                return self._compiled(*args, **kwargs)
+            except Exception as exc:  # torch._dynamo / inductor errors have no common public base
+                self._disable(exc)
+        return self.module(*args, **kwargs)
+
+    def _disable(self, exc: BaseException) -> None:
+        message = f"torch.compile failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}); continuing uncompiled"
+        log.warning(message)
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+        object.__setattr__(self, "_compiled", None)
+        self.compile_failed = True
+
+
+def maybe_compile(model: torch.nn.Module, precision_cfg) -> torch.nn.Module:
+    """``torch.compile(model)`` when ``precision.use_compile``, with an eager fallback; else ``model``."""
+    if not precision_cfg.use_compile:
+        return model
+    try:
+        compiled = torch.compile(model, mode=precision_cfg.compile_mode)
+    except Exception as exc:  # e.g. unsupported Python / platform
+        wrapper = CompiledWithFallback(model, None)
+        wrapper._disable(exc)
+        return wrapper
+    return CompiledWithFallback(model, compiled)

@@ -1,0 +1,305 @@
+"""The train stage: ``run_train`` builds model, loaders and optimizer, resumes, and runs :func:`fit`.
+
+:func:`fit` is the loop: it gathers ``gradient_accumulation_steps`` micro-batches per
+update, sets the learning rate from the schedule (following elapsed time when
+``training.max_time`` is set), stops at the first limit reached (``max_steps``,
+``max_tokens``, ``max_time``, ``max_epochs``), evaluates every ``eval_every`` updates,
+checkpoints every ``checkpoint_every`` updates (keeping the last
+``keep_last_checkpoints`` plus the best by eval loss), and ends with a complete
+checkpoint in ``out_dir/final/``.
+
+Resume: ``run_train`` continues from the newest checkpoint that verifies in ``out_dir``
+(or ``resume_from``).  Weights, AdamW moments, scaler, RNG states, loader position and
+counters are restored, so on CPU a killed-and-resumed run ends bitwise equal to an
+uninterrupted one.  Only the main rank writes checkpoints and calls callbacks.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Iterable, Optional
+
+from lmcore.errors import LmcoreError, TrainingDivergedError
+from lmcore.train import checkpoint as ckpt
+from lmcore.train.callbacks import CallbackList
+from lmcore.train.context import init_context
+from lmcore.train.engine import Trainer
+from lmcore.train.schedules import ScheduleSpec, lr_multiplier, run_progress
+from lmcore.train.state import seed_everything
+from lmcore.train.throughput import flops_per_token, mfu, peak_flops
+
+log = logging.getLogger(__name__)
+
+STAGE_VERSION = "1"
+
+
+def estimate_total_steps(training_cfg, batches_per_epoch: int, tokens_per_step: int) -> Optional[int]:
+    """Updates the run will make if no time budget stops it first (None if unbounded)."""
+    accum = training_cfg.gradient_accumulation_steps
+    limits = [training_cfg.max_epochs * batches_per_epoch // accum] if batches_per_epoch else []
+    if training_cfg.max_steps:
+        limits.append(training_cfg.max_steps)
+    if training_cfg.max_tokens:
+        limits.append(math.ceil(training_cfg.max_tokens / tokens_per_step))
+    return max(1, min(limits)) if limits else None
+
+
+class _Batches:
+    """Endless iteration over epochs of a loader, stopping after ``max_epochs``; counts data wait."""
+
+    def __init__(self, loader, trainer: Trainer, max_epochs: int, loader_state: dict | None):
+        self.loader, self.trainer, self.max_epochs = loader, trainer, max_epochs
+        if loader_state is not None:
+            loader.load_state_dict(loader_state)
+        else:
+            loader.set_epoch(trainer.progress.epoch)
+        self.it = iter(loader)
+        self.wait_s = 0.0
+
+    def next(self):
+        start = time.perf_counter()
+        try:
+            while True:
+                try:
+                    return next(self.it)
+                except StopIteration:
+                    progress = self.trainer.progress
+                    if progress.epoch + 1 >= self.max_epochs:
+                        return None
+                    progress.epoch += 1
+                    self.loader.set_epoch(progress.epoch)
+                    self.it = iter(self.loader)
+                    if len(self.loader) == 0:
+                        return None
+        finally:
+            self.wait_s += time.perf_counter() - start
+
+
+def fit(trainer: Trainer, model_cfg, train_loader, eval_loader, out_dir: Path, callbacks: Iterable = (),
+        loader_state: dict | None = None, resumed_from: Optional[Path] = None) -> dict:
+    """Train until a limit is reached; write checkpoints and ``out_dir/final``; return the summary."""
+    cfg, t = trainer.cfg, trainer.cfg.training
+    out_dir = Path(out_dir)
+    ckpt_root = out_dir / "checkpoints"
+    ctx, progress = trainer.ctx, trainer.progress
+    emit = CallbackList(callbacks, is_main=ctx.is_main)
+    accum, seq = t.gradient_accumulation_steps, model_cfg.seq_length
+    tokens_per_step = t.batch_size * seq * accum * ctx.world_size
+    total_steps = estimate_total_steps(t, len(train_loader), tokens_per_step)
+    spec = ScheduleSpec.from_training(t)
+    flops_tok = flops_per_token(model_cfg, seq)
+    peak = peak_flops(trainer.device, trainer.precision.name)
+    batches = _Batches(train_loader, trainer, t.max_epochs, loader_state)
+    emit("on_train_start", {"total_steps": total_steps, "start_step": progress.step, "tokens_per_step": tokens_per_step,
+                            "parameters": model_cfg.num_parameters(), "precision": trainer.precision.name,
+                            "device": str(trainer.device), "world_size": ctx.world_size,
+                            "resumed_from": str(resumed_from) if resumed_from else None})
+
+    session_start = time.perf_counter()
+    elapsed_before = progress.elapsed_s
+    train_time = 0.0            # data + update time this session (excludes eval and checkpoints)
+    session_tokens = 0
+    window = {"t": 0.0, "tokens": 0, "losses": [], "wait": batches.wait_s}
+    stopped_by, last_eval_step, last_metrics = "max_epochs", -1, {}
+
+    def elapsed() -> float:
+        return elapsed_before + time.perf_counter() - session_start
+
+    while True:
+        if t.max_steps and progress.step >= t.max_steps:
+            stopped_by = "max_steps"
+            break
+        if t.max_tokens and progress.tokens_seen >= t.max_tokens:
+            stopped_by = "max_tokens"
+            break
+        if t.max_time and elapsed() >= t.max_time:
+            stopped_by = "max_time"
+            break
+        step_start = time.perf_counter()
+        group = []
+        for _ in range(accum):
+            batch = batches.next()
+            if batch is None:
+                break
+            group.append(batch)
+        if len(group) < accum:  # epochs exhausted; a partial group would be a smaller-batch update
+            break
+        frac = run_progress(progress.step, total_steps, elapsed(), t.max_time)
+        lr = t.learning_rate * lr_multiplier(spec, frac, progress.step, total_steps)
+        result = trainer.train_step(group, lr)
+        group_tokens = sum(b.input_ids.numel() for b in group) * ctx.world_size
+        progress.micro_steps += len(group)
+        progress.tokens_seen += group_tokens
+        progress.target_tokens_seen += result.target_tokens
+        dt = time.perf_counter() - step_start
+        train_time += dt
+        session_tokens += group_tokens
+        window["t"] += dt
+        window["tokens"] += group_tokens
+
+        if result.nonfinite or not result.updated:
+            progress.skipped_steps += 1
+            if result.nonfinite:
+                progress.consecutive_nonfinite += 1
+                log.warning("non-finite loss or gradients at step %d (%d in a row); update skipped",
+                            progress.step, progress.consecutive_nonfinite)
+                if progress.consecutive_nonfinite >= t.max_nonfinite_steps:
+                    good = ckpt.latest_good_checkpoint(out_dir)
+                    raise TrainingDivergedError(
+                        f"loss or gradients were non-finite for {progress.consecutive_nonfinite} updates in a row "
+                        f"at step {progress.step}; last good checkpoint: {good or 'none'}. "
+                        "Lower training.learning_rate, keep training.max_grad_norm > 0, or use bf16/fp32.",
+                        key="training.max_nonfinite_steps", step=progress.step, checkpoint=good)
+            continue
+        progress.consecutive_nonfinite = 0
+        progress.step += 1
+        progress.last_loss = result.loss
+        window["losses"].append(result.loss)
+        step = progress.step
+
+        if step % t.log_every == 0 or step == t.max_steps:
+            tps = window["tokens"] / window["t"] if window["t"] > 0 else 0.0
+            wait = batches.wait_s - window["wait"]
+            last_metrics = {"loss": sum(window["losses"]) / len(window["losses"]), "lr": lr,
+                            "grad_norm": result.grad_norm, "tokens_per_sec": tps,
+                            "mfu": mfu(tps / ctx.world_size, flops_tok, peak), "tokens_seen": progress.tokens_seen,
+                            "epoch": progress.epoch, "step": step,
+                            "data_wait_fraction": wait / window["t"] if window["t"] > 0 else 0.0}
+            emit("on_log", step, last_metrics)
+            window = {"t": 0.0, "tokens": 0, "losses": [], "wait": batches.wait_s}
+
+        step_meta = {}
+        if eval_loader is not None and step % t.eval_every == 0:
+            step_meta = _run_eval(trainer, eval_loader, t.eval_batches, emit)
+            last_eval_step = step
+        if step % t.checkpoint_every == 0:
+            progress.elapsed_s = elapsed()
+            _save_step_checkpoint(trainer, model_cfg, ckpt_root, train_loader, step_meta, emit, t)
+
+    # ------------------------------------------------------------------ end of run
+    final_eval = {}
+    if eval_loader is not None and last_eval_step != progress.step and progress.step > 0:
+        final_eval = _run_eval(trainer, eval_loader, t.eval_batches, emit)
+    progress.elapsed_s = elapsed()
+    final_dir = out_dir / "final"
+    if ctx.is_main:
+        meta = {"metrics": {"loss": progress.last_loss, **final_eval}, "stopped_by": stopped_by}
+        trainer.save(final_dir, model_cfg, train_loader.state_dict(), meta)
+        emit("on_checkpoint", progress.step, final_dir)
+    ctx.barrier()
+    summary = {
+        "steps": progress.step, "tokens": progress.tokens_seen, "target_tokens": progress.target_tokens_seen,
+        "epochs": progress.epoch + 1, "final_loss": progress.last_loss,
+        "final_eval_loss": final_eval.get("eval_loss", _last_eval_loss(progress)),
+        "best_eval_loss": progress.best_eval_loss, "best_checkpoint": progress.best_checkpoint,
+        "tokens_per_sec": session_tokens / train_time if train_time > 0 else 0.0,
+        "mfu": mfu(session_tokens / train_time / ctx.world_size, flops_tok, peak) if train_time > 0 else 0.0,
+        "data_wait_fraction": batches.wait_s / train_time if train_time > 0 else 0.0,
+        "elapsed_s": progress.elapsed_s, "skipped_steps": progress.skipped_steps, "stopped_by": stopped_by,
+        "precision": trainer.precision.name, "checkpoint": str(final_dir),
+        "resumed_from": str(resumed_from) if resumed_from else None,
+        "compile_failed": bool(getattr(trainer.train_model, "compile_failed", False)),
+    }
+    emit("on_train_end", summary)
+    return summary
+
+
+def _last_eval_loss(progress) -> Optional[float]:
+    return progress.history[-1][1] if progress.history else None
+
+
+def _run_eval(trainer: Trainer, eval_loader, eval_batches: int, emit) -> dict:
+    metrics = trainer.evaluate(eval_loader, eval_batches)
+    progress = trainer.progress
+    progress.history.append([progress.step, metrics["eval_loss"]])
+    if progress.best_eval_loss is None or metrics["eval_loss"] < progress.best_eval_loss:
+        progress.best_eval_loss = metrics["eval_loss"]
+        metrics["is_best"] = True
+    emit("on_eval", progress.step, metrics)
+    return metrics
+
+
+def _save_step_checkpoint(trainer: Trainer, model_cfg, root: Path, train_loader, step_meta: dict, emit, t) -> None:
+    progress = trainer.progress
+    dest = root / ckpt.step_dir_name(progress.step)
+    step_meta.pop("is_best", None)
+    eval_loss = step_meta.get("eval_loss")
+    if eval_loss is not None and (progress.best_checkpoint_loss is None or eval_loss < progress.best_checkpoint_loss):
+        progress.best_checkpoint, progress.best_checkpoint_loss = str(dest), eval_loss
+    if trainer.ctx.is_main:
+        trainer.save(dest, model_cfg, train_loader.state_dict(),
+                     {"metrics": {"loss": progress.last_loss, **step_meta}})
+        best = Path(progress.best_checkpoint) if progress.best_checkpoint else None
+        ckpt.prune_checkpoints(root, t.keep_last_checkpoints, best=best)
+        emit("on_checkpoint", progress.step, dest)
+    trainer.ctx.barrier()
+
+
+# --------------------------------------------------------------------------- building a run
+
+
+def build_model(model_cfg):
+    """The model to train (seam for other architectures)."""
+    from lmcore.model import Transformer
+
+    return Transformer(model_cfg)
+
+
+def build_loaders(cfg, model_cfg, token_dirs: list[Path], ctx):
+    """``(train_loader, eval_loader or None)`` over the token dirs for this rank."""
+    from lmcore.data.loader import PackedLoader
+
+    t = cfg.training
+    train = PackedLoader(token_dirs, "train", seq_length=model_cfg.seq_length, batch_size=t.batch_size,
+                         seed=t.seed, rank=ctx.rank, world_size=ctx.world_size, shuffle=True, drop_last=True)
+    if len(train) == 0:
+        raise LmcoreError(f"the train split has fewer tokens than one batch of {t.batch_size} x "
+                          f"{model_cfg.seq_length}; lower training.batch_size or model seq_length")
+    try:
+        evaluation = PackedLoader(token_dirs, "eval", seq_length=model_cfg.seq_length, batch_size=t.batch_size,
+                                  seed=t.seed, rank=ctx.rank, world_size=ctx.world_size, shuffle=False,
+                                  drop_last=False)
+        if len(evaluation) == 0:
+            evaluation = None
+    except (LmcoreError, FileNotFoundError, ValueError) as exc:
+        log.info("no eval split (%s): training without evaluation", exc)
+        evaluation = None
+    return train, evaluation
+
+
+def _check_vocab(tokenizer_dir: Optional[Path], model_cfg) -> None:
+    if tokenizer_dir is None or not (Path(tokenizer_dir) / "tokenizer.json").is_file():
+        return
+    from tokenizers import Tokenizer
+
+    size = Tokenizer.from_file(str(Path(tokenizer_dir) / "tokenizer.json")).get_vocab_size()
+    if size > model_cfg.vocab_size:
+        raise LmcoreError(f"tokenizer has {size} tokens but the model vocab_size is {model_cfg.vocab_size}; "
+                          "build the model with the tokenizer's vocab_size")
+
+
+def run_train(cfg, model_cfg, token_dirs: list[Path], tokenizer_dir: Optional[Path], out_dir: Path,
+              callbacks: Iterable = (), resume_from: Optional[Path] = None) -> dict:
+    """Train ``model_cfg`` on ``token_dirs``; checkpoints under ``out_dir``; returns the summary dict.
+
+    Resumes from the newest good checkpoint in ``resume_from`` or ``out_dir`` when there is one.
+    Summary keys: steps, tokens, final_loss, best_eval_loss, tokens_per_sec, checkpoint (final dir), ...
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _check_vocab(tokenizer_dir, model_cfg)
+    ctx = init_context(cfg)
+    seed_everything(cfg.training.seed + ctx.rank)
+    model = build_model(model_cfg)
+    train_loader, eval_loader = build_loaders(cfg, model_cfg, [Path(d) for d in token_dirs], ctx)
+    trainer = Trainer(model, cfg, ctx)
+    loader_state, resumed = None, None
+    source = ckpt.latest_good_checkpoint(Path(resume_from) if resume_from else out_dir)
+    if source is not None:
+        log.info("resuming from %s", source)
+        loader_state = trainer.load(source)
+        resumed = source
+    return fit(trainer, model_cfg, train_loader, eval_loader, out_dir, callbacks, loader_state, resumed)
