@@ -17,6 +17,7 @@ overrides, and :meth:`ModelSection.resolve` turns it into a ``ModelConfig``.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import os
 from pathlib import Path
@@ -272,12 +273,12 @@ class PipelineConfig(StrictModel):
     @classmethod
     def from_dict(cls, raw: dict[str, Any] | None, overrides: list[str] | None = None,
                   source: str | None = None, base_dir: str | Path | None = None) -> "PipelineConfig":
-        raw = dict(raw or {})
-        if not isinstance(raw, dict):
+        if raw is not None and not isinstance(raw, dict):
             raise ConfigError("top level must be a mapping of sections", source=source)
+        raw = copy.deepcopy(raw or {})  # overrides must not edit the caller's dict
+        _apply_env(raw)  # environment beats the file; an explicit --set beats both
         for item in overrides or []:
             apply_override(raw, item)
-        _apply_env(raw)
         try:
             cfg = cls(**raw)
         except ValidationError as exc:
@@ -302,13 +303,16 @@ class PipelineConfig(StrictModel):
         return cls.from_dict(raw, overrides, source=str(path), base_dir=path.parent)
 
     def _relative_to(self, base: Path) -> "PipelineConfig":
-        """Data paths in a YAML file are relative to that file (absolute paths and globs kept)."""
+        """Data paths in a YAML file are relative to that file (absolute paths kept; a path that
+        exists only relative to the current directory is kept as given)."""
 
         def fix(p: str) -> str:
-            if os.path.isabs(p) or Path(p).exists():
+            if os.path.isabs(p):
                 return p
             candidate = base / p
-            return str(candidate)
+            if candidate.exists() or not Path(p).exists():
+                return str(candidate)
+            return p
 
         data = self.data.model_copy(update={
             "training_data_path": [fix(p) for p in self.data.training_data_path],
@@ -396,9 +400,39 @@ def _translate(exc: ValidationError, source: str | None = None, prefix: str = ""
             hint = suggest_key(path)
             msg = f"unknown key '{path}'" + (f"; did you mean '{hint}'?" if hint else "")
         else:
-            msg = f"{path}: {err['msg']} (got {err.get('input')!r})" if path else err["msg"]
+            got = err.get("input")
+            msg = f"{path}: {err['msg']}" + ("" if isinstance(got, dict) else f" (got {got!r})") if path else err["msg"]
+            allowed = allowed_range(path)
+            if allowed and err["type"] in _RANGE_ERRORS:
+                msg += f"; allowed range: {allowed}"
         messages.append(msg)
-    return ConfigError("; ".join(messages), key=None, source=source) if messages else ConfigError(str(exc))
+    error = ConfigError("; ".join(messages), key=None, source=source) if messages else ConfigError(str(exc))
+    error.key = first_key  # set after construction: the message already names the key
+    return error
+
+
+_RANGE_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}
+
+
+def allowed_range(path: str) -> Optional[str]:
+    """The numeric bounds of the field at dotted ``path`` (e.g. ``'> 0 and <= 1.0'``), or None."""
+    model: Any = PipelineConfig
+    field = None
+    for part in path.split("."):
+        fields = getattr(model, "model_fields", None)
+        if not fields or part not in fields:
+            return None
+        field = fields[part]
+        model = field.annotation
+    if field is None:
+        return None
+    bounds = []
+    for meta in field.metadata:
+        for attr, sign in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")):
+            value = getattr(meta, attr, None)
+            if value is not None:
+                bounds.append(f"{sign} {value}")
+    return " and ".join(bounds) or None
 
 
 def apply_override(raw: dict[str, Any], item: str) -> None:
@@ -411,7 +445,9 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
     valid = set(_valid_keys(PipelineConfig))
     if path not in valid:
         hint = suggest_key(path)
-        raise ConfigError(f"unknown key '{path}'" + (f"; did you mean '{hint}'?" if hint else ""), key=None)
+        error = ConfigError(f"unknown key '{path}'" + (f"; did you mean '{hint}'?" if hint else ""), key=None)
+        error.key = path
+        raise error
     try:
         value = yaml.safe_load(text) if text.strip() else None
     except yaml.YAMLError:
