@@ -89,10 +89,8 @@ def _decode(model, ids: torch.Tensor, mask: torch.Tensor, max_new_tokens: int, t
     step_plan = AttentionPlan(backend, is_causal=False)
 
     for i in range(max_new_tokens):
-        token = sample_next_token(logits, temperature, top_k, top_p, generator)
-        if stops is not None:
-            token = token.masked_fill(finished, pad_token_id)
-        out[:, i] = token
+        token = sample_next_token(logits, temperature, top_k, top_p, generator)  # finished rows still feed it
+        out[:, i] = token if stops is None else token.masked_fill(finished, pad_token_id)
         if stops is not None:
             finished |= torch.isin(token, stops)
             if bool(finished.all()):

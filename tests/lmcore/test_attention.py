@@ -1,0 +1,73 @@
+"""Attention backends agree with each other; masks and flash varlen boundaries are right."""
+
+import warnings
+
+import pytest
+import torch
+
+from lmcore.model import attention_backends
+from lmcore.model.attention_backends import (AttentionPlan, attend, document_causal_mask, document_cu_seqlens,
+                                             plan_attention, resolve_backend)
+
+
+def qkv(batch=2, heads=4, kv_heads=2, T=10, D=8, dtype=torch.float32):
+    return (torch.randn(batch, heads, T, D, dtype=dtype), torch.randn(batch, kv_heads, T, D, dtype=dtype),
+            torch.randn(batch, kv_heads, T, D, dtype=dtype))
+
+
+@pytest.mark.parametrize("kv_heads", [4, 2, 1])  # MHA, GQA, MQA
+@pytest.mark.parametrize("with_docs", [False, True])
+def test_sdpa_and_math_backends_agree(seed, kv_heads, with_docs):
+    q, k, v = qkv(kv_heads=kv_heads)
+    doc_ids = torch.tensor([[0, 0, 0, 1, 1, 1, 1, 2, 2, 2], [5] * 10]) if with_docs else None
+    x = torch.zeros(2, 10, 32)
+    out_sdpa = attend(q, k, v, plan_attention("sdpa", x, doc_ids))
+    out_math = attend(q, k, v, plan_attention("math", x, doc_ids))
+    torch.testing.assert_close(out_sdpa, out_math, rtol=1e-5, atol=1e-5)
+
+
+def test_math_backend_is_causal_softmax_attention(seed):
+    q, k, v = qkv(batch=1, heads=1, kv_heads=1, T=4, D=2)
+    out = attend(q, k, v, AttentionPlan("math"))
+    # Row 0 can only see key 0: its output is exactly v[0].
+    torch.testing.assert_close(out[0, 0, 0], v[0, 0, 0])
+    scores = (q[0, 0, 3] @ k[0, 0].T) / 2 ** 0.5
+    torch.testing.assert_close(out[0, 0, 3], torch.softmax(scores, -1) @ v[0, 0])
+
+
+def test_document_causal_mask_is_block_diagonal_and_causal():
+    mask = document_causal_mask(torch.tensor([[7, 7, 9, 9, 9]]))[0, 0]
+    expected = torch.tensor([
+        [1, 0, 0, 0, 0],
+        [1, 1, 0, 0, 0],
+        [0, 0, 1, 0, 0],
+        [0, 0, 1, 1, 0],
+        [0, 0, 1, 1, 1],
+    ], dtype=torch.bool)
+    assert torch.equal(mask, expected)
+
+
+def test_flash_varlen_boundaries_split_at_rows_and_documents():
+    doc_ids = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 2]])  # row 2 continues id 1 but is a new segment
+    cu, max_len = document_cu_seqlens(doc_ids)
+    assert cu.tolist() == [0, 2, 5, 9, 10]
+    assert cu.dtype == torch.int32
+    assert max_len == 4
+
+
+def test_auto_backend_is_sdpa_without_cuda_flash():
+    assert resolve_backend("auto", torch.device("cpu"), torch.bfloat16) == "sdpa"
+    assert resolve_backend("math", torch.device("cpu"), torch.float32) == "math"
+
+
+def test_requested_flash_without_flash_attn_falls_back_to_sdpa_with_a_warning():
+    attention_backends._warn_flash_fallback.cache_clear()  # it warns once per process
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert resolve_backend("flash", torch.device("cpu"), torch.bfloat16) == "sdpa"
+    assert any("using sdpa" in str(w.message) for w in caught)
+
+
+def test_unknown_backend_is_refused():
+    with pytest.raises(ValueError, match="attention backend"):
+        resolve_backend("xformers", torch.device("cpu"), torch.float32)
