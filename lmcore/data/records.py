@@ -68,15 +68,11 @@ class Record:
     source: str
     line: int
     chars: int  # characters of content (text, or the sum of turn contents)
+    payload: bytes  # UTF-8 of text (or messages): hashed for the id, written to shards, bounded by shard_max_bytes
 
     def row(self) -> dict[str, Any]:
         return {"id": self.id, "kind": self.kind, "text": self.text, "messages": self.messages,
                 "source": self.source, "line": self.line}
-
-    @property
-    def payload_bytes(self) -> int:
-        """Uncompressed UTF-8 size of the content column (what ``data.shard_max_bytes`` bounds)."""
-        return len((self.text if self.text is not None else self.messages or "").encode("utf-8"))
 
 
 @dataclass(slots=True)
@@ -127,8 +123,9 @@ class LineParser:
             return Rejection("empty", f"{what} is empty or whitespace")
         if len(text) < self.min_length:
             return Rejection("too_short", f"{len(text)} characters < data.min_text_length {self.min_length}")
-        digest = content_digest("text", text)
-        return Record(digest.hex(), digest, "text", text, None, source, line, len(text))
+        payload = text.encode("utf-8")
+        digest = content_digest("text", payload)
+        return Record(digest.hex(), digest, "text", text, None, source, line, len(text), payload)
 
     def _chat(self, turns: Any, field: str, role_key: str, content_key: str,
               source: str, line: int) -> Record | Rejection:
@@ -142,9 +139,9 @@ class LineParser:
             return Rejection("empty", f"'{field}' has no non-empty turn")
         if chars < self.min_length:
             return Rejection("too_short", f"{chars} characters < data.min_text_length {self.min_length}")
-        canonical = orjson.dumps(messages).decode("utf-8")
-        digest = content_digest("chat", canonical)
-        return Record(digest.hex(), digest, "chat", None, canonical, source, line, chars)
+        payload = orjson.dumps(messages)
+        digest = content_digest("chat", payload)
+        return Record(digest.hex(), digest, "chat", None, payload.decode("utf-8"), source, line, chars, payload)
 
 
 def parse_turns(turns: Any, field: str, role_key: str, content_key: str) -> list[dict[str, str]] | Rejection:
@@ -195,10 +192,10 @@ def flatten_chat(messages: list[dict[str, str]]) -> str:
     return "\n\n".join(f"{m['role']}: {m['content']}" for m in messages)
 
 
-def content_digest(kind: str, content: str) -> bytes:
-    """8-byte blake2b of the canonical content; its hex is the record id."""
+def content_digest(kind: str, payload: bytes) -> bytes:
+    """8-byte blake2b of the canonical content (UTF-8); its hex is the record id."""
     h = hashlib.blake2b(kind.encode("ascii") + b"\0", digest_size=8)
-    h.update(content.encode("utf-8"))
+    h.update(payload)
     return h.digest()
 
 

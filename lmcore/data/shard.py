@@ -19,6 +19,9 @@ reach the shards, once each, in input order.
   only when there are eval records. No valid record at all is an error.
 * Memory: rows are buffered in batches of at most :data:`BATCH_ROWS` rows or
   :data:`BATCH_BYTES` bytes and written with ``pyarrow.parquet.ParquetWriter``.
+  Columns are built from the records' UTF-8 bytes with ``Array.from_buffers``
+  rather than ``pa.array(list)``: faster, and ``pa.array`` imports pandas on
+  first use (measured: +0.5 s and +50 MB peak RSS per process).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Optional
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -50,6 +54,25 @@ def shard_name(split: str, index: int) -> str:
     return f"{split}-{index:05d}.parquet"
 
 
+def string_array(values: list[Optional[bytes]]) -> pa.Array:
+    """An Arrow ``string`` array from UTF-8 ``bytes`` (``None`` = null), without per-value Python conversion."""
+    n = len(values)
+    lengths = np.fromiter((len(v) if v is not None else 0 for v in values), dtype=np.int64, count=n)
+    offsets = np.zeros(n + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:], dtype=np.int32)
+    if int(lengths.sum()) >= 2**31:
+        raise ValueError("string batch over 2 GiB")
+    data = b"".join(v for v in values if v is not None)
+    present = np.fromiter((v is not None for v in values), dtype=bool, count=n)
+    nulls = n - int(present.sum())
+    bitmap = pa.py_buffer(np.packbits(present, bitorder="little")) if nulls else None
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data), bitmap, nulls)
+
+
+def int64_array(values: list[int]) -> pa.Array:
+    return pa.Array.from_buffers(pa.int64(), len(values), [None, pa.py_buffer(np.asarray(values, dtype=np.int64))])
+
+
 class SplitWriter:
     """Writes one split's records into numbered Parquet files, rolling over at the row/byte limits."""
 
@@ -65,14 +88,19 @@ class SplitWriter:
         self._buffer_bytes = 0
 
     def add(self, record: Record) -> None:
-        size = record.payload_bytes
+        size = len(record.payload)
         if self._writer is not None and (self._file_rows >= self.max_rows
                                          or self._file_bytes + size > self.max_bytes):
             self._close_file()
         if self._writer is None:
             self._open_file()
-        for name, value in record.row().items():
-            self._buffer[name].append(value)
+        buf = self._buffer
+        buf["id"].append(record.id.encode("ascii"))
+        buf["kind"].append(record.kind.encode("ascii"))
+        buf["text"].append(record.payload if record.kind == "text" else None)
+        buf["messages"].append(record.payload if record.kind == "chat" else None)
+        buf["source"].append(record.source.encode("utf-8"))
+        buf["line"].append(record.line)
         self._file_rows += 1
         self._file_bytes += size
         self._buffer_bytes += size
@@ -96,7 +124,9 @@ class SplitWriter:
 
     def _flush(self) -> None:
         if self._buffer["id"] and self._writer is not None:
-            self._writer.write_batch(pa.record_batch(self._buffer, schema=RECORD_SCHEMA))
+            buf = self._buffer
+            arrays = [int64_array(buf[n]) if n == "line" else string_array(buf[n]) for n in RECORD_SCHEMA.names]
+            self._writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=RECORD_SCHEMA))
         self._buffer = {name: [] for name in RECORD_SCHEMA.names}
         self._buffer_bytes = 0
 
