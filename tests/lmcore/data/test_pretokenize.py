@@ -171,3 +171,12 @@ def test_opening_a_truncated_shard_is_a_store_error(tmp_path):
     (tmp_path / "train-00000.json").write_text(json.dumps(dict(meta, tokens=11)))
     with pytest.raises(StoreError, match="disagree"):
         open_shard(tmp_path, "train-00000")
+
+
+def test_empty_shard_gives_an_empty_token_shard(corpus, tmp_path):
+    _, _, tok = corpus
+    path = write_shard(tmp_path / "train-00000.parquet", [])
+    meta = pretokenize_file(path, tok, tmp_path / "tokens")
+    assert (meta["docs"], meta["tokens"], meta["utf8_bytes"]) == (0, 0, 0)
+    shard = open_shard(tmp_path / "tokens", "train-00000")
+    assert len(shard.ids) == 0 and shard.docs.tolist() == [0]
