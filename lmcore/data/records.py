@@ -20,10 +20,11 @@ What is accepted (be generous with messy dumps, strict about what reaches traini
   whose ``text`` parts are joined. An assistant turn whose content is ``null``
   or missing but that carries ``tool_calls`` (or ``function_call``) keeps the
   calls as compact JSON text, so tool use is learned rather than dropped.
-  Each content is normalised like text; empty turns are dropped; a chat with
-  no non-empty turn is ``empty``. Anything else (not a list, a turn that is not
-  an object, unknown or missing role, missing/non-string content without tool
-  calls) is ``invalid_chat``.
+  Each content is normalised like text; empty turns are dropped; a chat whose
+  turns are all blank is ``empty``. Any sequence of roles is accepted (a lone
+  system turn, no assistant turn, two user turns in a row). Anything else (not
+  a list, an empty list, a turn that is not an object, unknown or missing role,
+  missing/non-string content without tool calls) is ``invalid_chat``.
 * ``data.use_conversation_format`` false: a chat is flattened to text, one
   ``"<role>: <content>"`` block per turn joined by a blank line (``\\n\\n``).
 
@@ -148,6 +149,8 @@ def parse_turns(turns: Any, field: str, role_key: str, content_key: str) -> list
     """Canonical ``[{"role","content"}]`` (empty turns dropped) or an ``invalid_chat`` rejection."""
     if not isinstance(turns, list):
         return Rejection("invalid_chat", f"'{field}' is {_json_type(turns)}, expected a list")
+    if not turns:
+        return Rejection("invalid_chat", f"'{field}' is an empty list")
     out: list[dict[str, str]] = []
     for i, turn in enumerate(turns):
         if not isinstance(turn, dict):
