@@ -194,3 +194,25 @@ def test_missing_split_or_too_little_data_is_a_store_error(token_dir):
         loader(token_dir, split="test")
     with pytest.raises(StoreError, match="too few"):
         loader(token_dir, split="eval", seq_length=64)
+
+
+def test_loader_serves_pretokenized_shards_with_chat_masks(tmp_path):
+    from lmcore.config import DataConfig, PipelineConfig, TokenizerConfig
+    from lmcore.data.pretokenize import run_pretokenize_shard
+    from lmcore.tokenizer import LmcoreTokenizer, run_train_tokenizer
+    from tests.fixtures.text_shards import write_corpus
+
+    files = write_corpus(tmp_path / "shards", docs_per_shard=30, shards=2)
+    run_train_tokenizer(tmp_path / "shards", TokenizerConfig(), DataConfig(), 300, tmp_path / "tok")
+    for f in files:
+        run_pretokenize_shard(f, tmp_path / "tok", PipelineConfig(), tmp_path / "tokens")
+    tok = LmcoreTokenizer.load(tmp_path / "tok")
+    ld = PackedLoader(tmp_path / "tokens", "train", 32, 4, seed=0, shuffle=False, drop_last=False,
+                      pad_id=tok.pad_id)
+    stream = np.concatenate([np.load(tmp_path / "tokens" / f"train-0000{i}.ids.npy") for i in range(2)])
+    mask = np.concatenate([np.load(tmp_path / "tokens" / f"train-0000{i}.mask.npy") for i in range(2)])
+    targets = [t for b in ld for t in b.targets.flatten().tolist() if t != IGNORE_INDEX]
+    assert targets == stream[1:][mask[1:] == 1].tolist()
+    assert 0 < int((mask == 0).sum())  # the conversations' prompts are not trained
+    first = next(iter(PackedLoader(tmp_path / "tokens", "train", 32, 1, seed=0, shuffle=False)))
+    assert first.input_ids[0, 0].item() == tok.bos_id
