@@ -19,7 +19,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib
+import importlib.util
 import os
+import re
 from pathlib import Path
 from typing import Any, Callable
 
@@ -32,8 +34,21 @@ TASK_OPTIONS: dict[str, Any] = dict(persist_result=True, result_serializer=JSONS
                                     cache_result_in_memory=False)
 
 
+_VERSION_LINE = re.compile(r"^STAGE_VERSION\s*=\s*[\"']([^\"']+)[\"']", re.MULTILINE)
+
+
+@functools.lru_cache(maxsize=None)
 def stage_version(module: str) -> str:
-    """The ``STAGE_VERSION`` constant of an lmcore stage module (bump it when output changes)."""
+    """The ``STAGE_VERSION`` constant of an lmcore stage module (bump it when output changes).
+
+    Read from the module's source, not by importing it: a cache key must be cheap, and
+    importing ``lmcore.train.trainer`` (torch) only to learn "1" costs seconds on a cached rerun.
+    """
+    spec = importlib.util.find_spec(module)
+    if spec is not None and spec.origin and spec.origin.endswith(".py"):
+        found = _VERSION_LINE.search(Path(spec.origin).read_text(encoding="utf-8"))
+        if found:
+            return found.group(1)
     return str(getattr(importlib.import_module(module), "STAGE_VERSION", "0"))
 
 

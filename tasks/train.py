@@ -61,8 +61,10 @@ def train_task(tokens: list[dict[str, Any]], tokenizer: dict[str, Any], model_co
 
         with PipelineTracker(cfg).resume(run_id) as run:
             callbacks = [run.train_callback(), *TRAIN_CALLBACKS]
-            return run_train(cfg, model_cfg, [Path(t["dir"]) for t in tokens], Path(tokenizer["dir"]), out,
-                             callbacks)
+            summary = run_train(cfg, model_cfg, [Path(t["dir"]) for t in tokens], Path(tokenizer["dir"]), out,
+                                callbacks)
+        summary["checkpoint"] = "final"  # relative to the stage directory (out is a temporary name)
+        return summary
 
     return build(STAGE, store, key(params), compute, inputs=inputs(params), config=key_config(params),
                  code_version=stage_version(MODULE), refresh=refresh, figure=figure)
