@@ -93,7 +93,7 @@ def input_files(paths: Optional[Iterable[str]], eval_paths: Iterable[str] = ()) 
 
 def open_raw(path: str) -> tuple[BinaryIO, BinaryIO]:
     """``(decompressed buffered stream, underlying disk file)``; the disk file's position gives progress."""
-    disk = open(path, "rb")
+    disk = open(path, "rb", buffering=0)  # raw file: one buffer (below), and tell() is the on-disk position
     head = disk.read(4)
     disk.seek(0)
     if head.startswith(GZIP_MAGIC):
@@ -116,6 +116,7 @@ def iter_lines(path: str, on_bytes: Optional[Callable[[int], None]] = None) -> I
     """
     stream, disk = open_raw(path)
     reported = 0
+    since_check = 0  # decompressed bytes since the last look at the disk position
     number = 0
     try:
         try:
@@ -128,10 +129,13 @@ def iter_lines(path: str, on_bytes: Optional[Callable[[int], None]] = None) -> I
                     line = line[len(UTF8_BOM):]
                 yield number, line
                 if on_bytes is not None:
-                    pos = disk.tell()
-                    if pos - reported >= PROGRESS_EVERY:
-                        on_bytes(pos - reported)
-                        reported = pos
+                    since_check += len(line)
+                    if since_check >= PROGRESS_EVERY:
+                        since_check = 0
+                        pos = disk.tell()
+                        if pos - reported >= PROGRESS_EVERY:
+                            on_bytes(pos - reported)
+                            reported = pos
         except (EOFError, OSError, zlib.error) as exc:
             raise DataFormatError(f"cannot read compressed stream after line {number}: {exc}", path=path) from None
         except Exception as exc:  # zstandard.ZstdError and friends

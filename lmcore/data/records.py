@@ -92,7 +92,7 @@ class LineParser:
 
     def parse(self, raw: bytes, source: str, line: int) -> Record | Rejection | None:
         """``None`` for a blank line."""
-        if not raw.strip():
+        if not raw or raw.isspace():
             return None
         try:
             obj = orjson.loads(raw)  # validates UTF-8 strictly; on failure, find out which problem it was
@@ -195,9 +195,12 @@ def flatten_chat(messages: list[dict[str, str]]) -> str:
     return "\n\n".join(f"{m['role']}: {m['content']}" for m in messages)
 
 
+_DIGEST_PREFIX = {kind: hashlib.blake2b(kind.encode("ascii") + b"\0", digest_size=8) for kind in ("text", "chat")}
+
+
 def content_digest(kind: str, payload: bytes) -> bytes:
-    """8-byte blake2b of the canonical content (UTF-8); its hex is the record id."""
-    h = hashlib.blake2b(kind.encode("ascii") + b"\0", digest_size=8)
+    """8-byte blake2b of ``kind + "\\0" + payload`` (canonical UTF-8 content); its hex is the record id."""
+    h = _DIGEST_PREFIX[kind].copy()
     h.update(payload)
     return h.digest()
 
