@@ -40,6 +40,8 @@ from lmcore.tokenizer import LmcoreTokenizer
 
 STAGE_VERSION = "1"
 BATCH_ROWS = 1024
+#: Text per encode call.  Encodings cost ~35x their text in memory, so this bounds the peak (~50 MB).
+BATCH_BYTES = 1 << 20
 _COLUMNS = ["kind", "text", "messages", "source", "line"]
 
 
@@ -122,33 +124,53 @@ def _append_text_rows(writer: TokenShardWriter, tok: LmcoreTokenizer, texts: pa.
     writer.append(ids, np.ones(len(ids), dtype=np.uint8), lengths, nbytes)
 
 
+def byte_bounded(batch: pa.RecordBatch, max_bytes: int) -> list[pa.RecordBatch]:
+    """Cut ``batch`` into consecutive slices of at most ``max_bytes`` of text (at least one row each)."""
+    sizes = pc.add(pc.binary_length(pc.fill_null(batch.column("text"), "")),
+                   pc.binary_length(pc.fill_null(batch.column("messages"), "")))
+    ends = np.cumsum(sizes.to_numpy(zero_copy_only=False).astype(np.int64))
+    slices, start, done = [], 0, 0
+    while start < batch.num_rows:
+        stop = max(int(np.searchsorted(ends, done + max_bytes, side="right")), start + 1)
+        slices.append(batch.slice(start, stop - start))
+        done, start = int(ends[stop - 1]), stop
+    return slices
+
+
 def pretokenize_file(shard_file: str | Path, tok: LmcoreTokenizer, out_dir: str | Path, add_bos: bool = True,
-                     add_eos: bool = True, batch_rows: int = BATCH_ROWS) -> dict[str, Any]:
+                     add_eos: bool = True, batch_rows: int = BATCH_ROWS,
+                     batch_bytes: int = BATCH_BYTES) -> dict[str, Any]:
     """Encode one Parquet shard into ``out_dir``; returns the shard's metadata."""
     name, split = shard_name(shard_file)
     writer = TokenShardWriter(out_dir, name, tok.vocab_size, split)
     pf = pq.ParquetFile(shard_file)
-    for batch in pf.iter_batches(batch_size=batch_rows, columns=_COLUMNS):
-        kinds = batch.column("kind")
-        if pc.all(pc.equal(kinds, "text")).as_py() is not False:
-            _append_text_rows(writer, tok, batch.column("text"), add_bos, add_eos)
-            continue
-        # Mixed batch: keep record order by handling runs of one kind at a time.
-        kind_list = kinds.to_pylist()
-        start = 0
-        for kind, run in itertools.groupby(kind_list):
-            n = len(list(run))
-            part = batch.slice(start, n)
-            if kind == "chat":
-                _append_chat_rows(writer, tok, part.select(["messages", "source", "line"]).to_pydict(),
-                                  add_bos, add_eos)
-            elif kind == "text":
-                _append_text_rows(writer, tok, part.column("text"), add_bos, add_eos)
-            else:
-                rows = part.select(["source", "line"]).to_pydict()
-                raise DataFormatError(f"unknown record kind {kind!r}", path=rows["source"][0], line=rows["line"][0])
-            start += n
+    for record_batch in pf.iter_batches(batch_size=batch_rows, columns=_COLUMNS):
+        for batch in byte_bounded(record_batch, batch_bytes):
+            _append_batch(writer, tok, batch, add_bos, add_eos)
     return writer.close()
+
+
+def _append_batch(writer: TokenShardWriter, tok: LmcoreTokenizer, batch: pa.RecordBatch, add_bos: bool,
+                  add_eos: bool) -> None:
+    kinds = batch.column("kind")
+    if pc.all(pc.equal(kinds, "text")).as_py() is not False:
+        _append_text_rows(writer, tok, batch.column("text"), add_bos, add_eos)
+        return
+    # Mixed batch: keep record order by handling runs of one kind at a time.
+    kind_list = kinds.to_pylist()
+    start = 0
+    for kind, run in itertools.groupby(kind_list):
+        n = len(list(run))
+        part = batch.slice(start, n)
+        if kind == "chat":
+            _append_chat_rows(writer, tok, part.select(["messages", "source", "line"]).to_pydict(),
+                              add_bos, add_eos)
+        elif kind == "text":
+            _append_text_rows(writer, tok, part.column("text"), add_bos, add_eos)
+        else:
+            rows = part.select(["source", "line"]).to_pydict()
+            raise DataFormatError(f"unknown record kind {kind!r}", path=rows["source"][0], line=rows["line"][0])
+        start += n
 
 
 def run_pretokenize_shard(shard_file: str | Path, tokenizer_dir: str | Path, cfg: PipelineConfig,

@@ -111,13 +111,27 @@ def test_add_bos_and_add_eos_switches_are_respected(corpus, tmp_path):
             assert ids.tolist() == tok.encode(record["text"])
 
 
-def test_small_record_batches_give_identical_output(corpus, tmp_path):
+@pytest.mark.parametrize("batch_rows, batch_bytes", [(7, 1 << 20), (1024, 300), (1024, 1)])
+def test_small_record_and_byte_batches_give_identical_output(corpus, tmp_path, batch_rows, batch_bytes):
     files, _, tok = corpus
     pretokenize_file(files[0], tok, tmp_path / "big")
-    pretokenize_file(files[0], tok, tmp_path / "small", batch_rows=7)
+    pretokenize_file(files[0], tok, tmp_path / "small", batch_rows=batch_rows, batch_bytes=batch_bytes)
     for suffix in (".ids.npy", ".docs.npy", ".mask.npy", ".json"):
         assert (tmp_path / "big" / f"train-00000{suffix}").read_bytes() == \
             (tmp_path / "small" / f"train-00000{suffix}").read_bytes()
+
+
+def test_byte_bounded_slices_cover_the_batch_in_order():
+    import pyarrow as pa
+
+    from lmcore.data.pretokenize import byte_bounded
+    from lmcore.data.schema import RECORD_SCHEMA
+
+    records = [text_record(i, "x" * n) for i, n in enumerate([5, 5, 20, 1, 1, 1, 0])]
+    batch = pa.RecordBatch.from_pylist(records, schema=RECORD_SCHEMA)
+    slices = byte_bounded(batch, 10)
+    assert [s.num_rows for s in slices] == [2, 1, 4]  # a record larger than the bound gets a slice of its own
+    assert sum((s.column("text").to_pylist() for s in slices), []) == batch.column("text").to_pylist()
 
 
 def test_utf8_bytes_counts_text_and_rendered_conversations(corpus, tmp_path):
