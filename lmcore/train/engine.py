@@ -132,6 +132,9 @@ class Trainer:
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, loader, max_batches: int | None) -> dict:
+        """Token-weighted loss over the first ``max_batches`` of ``loader`` (from its start, every time)."""
+        if hasattr(loader, "set_epoch"):
+            loader.set_epoch(0)
         nats, targets, tokens = loss_totals(self.model, loader, self.precision, self.device, max_batches)
         totals = self.ctx.all_reduce_sum(torch.tensor([nats, float(targets)], dtype=torch.float64,
                                                       device=self.device)).tolist()

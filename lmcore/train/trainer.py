@@ -48,32 +48,43 @@ def estimate_total_steps(training_cfg, batches_per_epoch: int, tokens_per_step: 
 
 
 class _Batches:
-    """Endless iteration over epochs of a loader, stopping after ``max_epochs``; counts data wait."""
+    """Endless iteration over epochs of a loader, stopping after ``max_epochs``; counts data wait.
+
+    The epoch counter is the trainer's (``progress.epoch``); the loader is told with
+    ``set_epoch`` at each rollover, so a loader restored at the very end of an epoch
+    rolls over (or stops) exactly as the uninterrupted run did.
+    """
 
     def __init__(self, loader, trainer: Trainer, max_epochs: int, loader_state: dict | None):
         self.loader, self.trainer, self.max_epochs = loader, trainer, max_epochs
+        self.wait_s = 0.0
+        self.done = False
         if loader_state is not None:
             loader.load_state_dict(loader_state)
         else:
             loader.set_epoch(trainer.progress.epoch)
         self.it = iter(loader)
-        self.wait_s = 0.0
+        if loader_state is not None and loader_state.get("position", 0) >= len(loader):
+            self._rollover()
+
+    def _rollover(self) -> None:
+        progress = self.trainer.progress
+        if progress.epoch + 1 >= self.max_epochs or len(self.loader) == 0:
+            self.done = True
+            return
+        progress.epoch += 1
+        self.loader.set_epoch(progress.epoch)
+        self.it = iter(self.loader)
 
     def next(self):
         start = time.perf_counter()
         try:
-            while True:
+            while not self.done:
                 try:
                     return next(self.it)
                 except StopIteration:
-                    progress = self.trainer.progress
-                    if progress.epoch + 1 >= self.max_epochs:
-                        return None
-                    progress.epoch += 1
-                    self.loader.set_epoch(progress.epoch)
-                    self.it = iter(self.loader)
-                    if len(self.loader) == 0:
-                        return None
+                    self._rollover()
+            return None
         finally:
             self.wait_s += time.perf_counter() - start
 

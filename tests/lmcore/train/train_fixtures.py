@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from lmcore.config import ModelConfig, PipelineConfig
+from lmcore.config import ModelConfig, PipelineConfig  # noqa: F401
 
 
 @dataclass
@@ -63,10 +63,10 @@ class ListLoader:
             yield self.batches[self.pos - 1]
 
     def state_dict(self):
-        return {"epoch": self.epoch, "pos": self.pos}
+        return {"epoch": self.epoch, "position": self.pos}
 
     def load_state_dict(self, state):
-        self.epoch, self.pos = state["epoch"], state["pos"]
+        self.epoch, self.pos = state["epoch"], state["position"]
 
 
 def random_batches(n: int, batch: int = 2, seq: int = 16, vocab: int = 64, seed: int = 0) -> list[Batch]:
@@ -78,3 +78,50 @@ def random_batches(n: int, batch: int = 2, seq: int = 16, vocab: int = 64, seed:
     return out
 
 
+
+
+# --------------------------------------------------------------------------- a real tokenised corpus
+
+WORDS = ("the king queen speaks loud soft night day sword crown love hate my lord lady good ill fair "
+         "now then here there comes goes falls rises our your his her thy thee thou art hath doth").split()
+
+
+def synthetic_texts(n_docs: int, seed: int, words_per_doc: int = 60) -> list[str]:
+    """Pseudo-verse with strong regularities (a speaker line, then short sentences), so a tiny model learns."""
+    import random
+
+    rng = random.Random(seed)
+    docs = []
+    for _ in range(n_docs):
+        speaker = rng.choice(["ROMEO", "JULIET", "KING", "QUEEN"])
+        lines = [f"{speaker}:"]
+        for _ in range(words_per_doc // 6):
+            lines.append(" ".join(rng.choice(WORDS) for _ in range(5)).capitalize() + ".")
+        docs.append("\n".join(lines))
+    return docs
+
+
+def build_token_dir(root, train_texts, eval_texts, vocab_size: int = 300):
+    """Run the real shard, tokenizer and pretokenize stages; return ``(token_dir, tokenizer_dir, cfg)``."""
+    import json
+    from pathlib import Path
+
+    from lmcore.data.pretokenize import run_pretokenize_shard
+    from lmcore.data.shard import run_shard
+    from lmcore.tokenizer import run_train_tokenizer
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for split, texts in (("train", train_texts), ("eval", eval_texts)):
+        paths[split] = root / f"{split}.jsonl"
+        paths[split].write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    cfg = PipelineConfig.from_dict({"data": {"training_data_path": [str(paths["train"])],
+                                             "eval_data_path": [str(paths["eval"])] if eval_texts else [],
+                                             "eval_split": 0.0},
+                                    "tokenizer": {"vocab_size": vocab_size, "min_frequency": 1}})
+    run_shard(None, cfg.data, root / "shards")
+    run_train_tokenizer(root / "shards", cfg.tokenizer, cfg.data, vocab_size, root / "tokenizer")
+    for shard in sorted((root / "shards").glob("*.parquet")):
+        run_pretokenize_shard(shard, root / "tokenizer", cfg, root / "tokens")
+    return root / "tokens", root / "tokenizer", cfg
