@@ -13,14 +13,17 @@ a user what is wrong with their data, line by line, before any work is spent:
 When more than ``data.max_invalid_fraction`` of the non-blank lines are
 invalid, :class:`DataFormatError` is raised *after* both files are written.
 Its message names the worst reasons with counts and an example ``file:line``.
-Because the store discards a failed stage's temporary directory, pass
-``failure_report_path`` to have ``report.json`` copied somewhere that
-survives; the error also carries ``.report`` (the dict) and ``.report_path``.
+Because the store discards a failed stage's temporary directory, ``report.json``
+is then also copied to ``failure_report_path`` (default:
+``<system temp>/lmcore-failed-validate/<out_dir name>/report.json``), and the
+message names that copy; the error also carries ``.report`` (the dict) and
+``.report_path``.
 """
 
 from __future__ import annotations
 
 import shutil
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Optional
 
@@ -69,12 +72,12 @@ def run_validate(paths: Optional[Iterable[str | Path]], data_cfg: "DataConfig", 
         try:
             check_invalid_fraction(report, data_cfg.max_invalid_fraction, str(report_path))
         except DataFormatError as err:
-            if failure_report_path is not None:
-                keep = Path(failure_report_path)
-                keep.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(report_path, keep)
-                err.args = (str(err).replace(str(report_path), str(keep)),)
-                err.report_path = str(keep)  # type: ignore[attr-defined]
+            keep = Path(failure_report_path) if failure_report_path is not None else (
+                Path(tempfile.gettempdir()) / "lmcore-failed-validate" / out.resolve().name / REPORT_FILE)
+            keep.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(report_path, keep)
+            err.args = (str(err).replace(str(report_path), str(keep)),)
+            err.report_path = str(keep)  # type: ignore[attr-defined]
             raise
     return summarise(report)
 

@@ -159,3 +159,19 @@ def test_report_renders_as_rich_tables_and_markdown(validated):
     for reason in REASONS:
         assert reason in text and f"| {reason} |" in markdown
     assert "messy.jsonl.zst" in text and f"**{report['totals']['valid']:,}**" in markdown
+
+
+def test_without_a_failure_path_the_report_survives_the_store_removing_out_dir(tmp_path, monkeypatch):
+    import shutil
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "system-tmp"))
+    data = tmp_path / "bad.jsonl"
+    data.write_text('{"text": "good"}\n[1]\n')
+    out = tmp_path / ".tmp-validate-abc123"
+    with pytest.raises(DataFormatError) as info:
+        run_validate([str(data)], DataConfig(), out)
+    shutil.rmtree(out)  # what the store does with a failed stage's temp dir
+    kept = tmp_path / "system-tmp" / "lmcore-failed-validate" / ".tmp-validate-abc123" / "report.json"
+    assert str(kept) in str(info.value) and info.value.report_path == str(kept)
+    assert json.loads(kept.read_text())["reasons"]["not_object"] == 1
