@@ -50,11 +50,16 @@ class InputFile:
         return os.path.getsize(self.path)
 
 
+DIRECTORY_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".json", ".json.gz", ".json.zst")
+
+
 def expand_paths(patterns: Iterable[str]) -> list[str]:
-    """Files named by ``patterns`` (paths or globs, ``**`` allowed), in order, each once.
+    """Files named by ``patterns`` (paths, globs with ``**``, or directories), in order, each once.
 
     A glob's matches are sorted so the order (and so which duplicate is kept)
-    does not depend on the file system. A pattern that names nothing is an error.
+    does not depend on the file system. A directory stands for its files ending
+    in one of :data:`DIRECTORY_SUFFIXES` (not recursive), sorted. A pattern
+    that names nothing is an error.
     """
     out: list[str] = []
     seen: set[str] = set()
@@ -62,10 +67,15 @@ def expand_paths(patterns: Iterable[str]) -> list[str]:
         pattern = str(pattern)
         if glob.has_magic(pattern):
             matches = sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
+        elif os.path.isdir(pattern):
+            matches = sorted(os.path.join(pattern, n) for n in os.listdir(pattern)
+                             if n.endswith(DIRECTORY_SUFFIXES) and os.path.isfile(os.path.join(pattern, n)))
         else:
             matches = [pattern] if os.path.isfile(pattern) else []
         if not matches:
-            what = "no file matches the glob" if glob.has_magic(pattern) else "file not found"
+            what = ("no file matches the glob" if glob.has_magic(pattern) else
+                    "no .jsonl/.jsonl.gz/.jsonl.zst file in the directory" if os.path.isdir(pattern)
+                    else "file not found")
             raise DataFormatError(f"{what} (data.training_data_path / data.eval_data_path)", path=pattern)
         for match in matches:
             key = os.path.realpath(match)

@@ -89,3 +89,12 @@ def test_eval_files_come_first_and_a_file_named_twice_counts_as_eval(tmp_path):
     files = input_files([str(tmp_path / "*.jsonl")], [str(tmp_path / "held.jsonl")])
     assert [(f.path.rsplit("/", 1)[-1], f.forced_split) for f in files] == [("held.jsonl", "eval"),
                                                                            ("train.jsonl", None)]
+
+
+def test_a_directory_stands_for_its_jsonl_files_sorted(tmp_path):
+    for name in ("b.jsonl.zst", "a.jsonl", "notes.txt"):
+        (tmp_path / name).write_text("")
+    (tmp_path / "sub").mkdir()
+    assert [p.rsplit("/", 1)[-1] for p in expand_paths([str(tmp_path)])] == ["a.jsonl", "b.jsonl.zst"]
+    with pytest.raises(DataFormatError, match="directory"):
+        expand_paths([str(tmp_path / "sub")])
