@@ -175,3 +175,11 @@ def test_without_a_failure_path_the_report_survives_the_store_removing_out_dir(t
     kept = tmp_path / "system-tmp" / "lmcore-failed-validate" / ".tmp-validate-abc123" / "report.json"
     assert str(kept) in str(info.value) and info.value.report_path == str(kept)
     assert json.loads(kept.read_text())["reasons"]["not_object"] == 1
+
+
+def test_an_empty_input_file_is_listed_with_zero_lines(tmp_path):
+    empty, data = tmp_path / "empty.jsonl", tmp_path / "data.jsonl"
+    empty.write_bytes(b"")
+    data.write_text('{"text": "hello"}\n')
+    summary = run_validate([str(empty), str(data)], DataConfig(), tmp_path / "out")
+    assert [(f["path"], f["lines"]) for f in summary["files"]] == [(str(empty), 0), (str(data), 1)]
