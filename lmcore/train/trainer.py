@@ -196,11 +196,6 @@ def fit(trainer: Trainer, model_cfg, train_loader, eval_loader, out_dir: Path, c
         final_eval = _run_eval(trainer, eval_loader, t.eval_batches, emit)
     progress.elapsed_s = elapsed()
     final_dir = out_dir / "final"
-    if ctx.is_main:
-        meta = {"metrics": {"loss": progress.last_loss, **final_eval}, "stopped_by": stopped_by}
-        trainer.save(final_dir, model_cfg, train_loader.state_dict(), meta)
-        emit("on_checkpoint", progress.step, final_dir)
-    ctx.barrier()
     summary = {
         "steps": progress.step, "tokens": progress.tokens_seen, "target_tokens": progress.target_tokens_seen,
         "epochs": progress.epoch + 1, "final_loss": progress.last_loss,
@@ -214,6 +209,11 @@ def fit(trainer: Trainer, model_cfg, train_loader, eval_loader, out_dir: Path, c
         "resumed_from": str(resumed_from) if resumed_from else None,
         "compile_failed": bool(getattr(trainer.train_model, "compile_failed", False)),
     }
+    if ctx.is_main:
+        meta = {"metrics": {"loss": progress.last_loss, **final_eval}, "stopped_by": stopped_by, "summary": summary}
+        trainer.save(final_dir, model_cfg, train_loader.state_dict(), meta)
+        emit("on_checkpoint", progress.step, final_dir)
+    ctx.barrier()
     emit("on_train_end", summary)
     return summary
 

@@ -1,0 +1,39 @@
+import logging
+
+from rich.console import Console
+
+from lmcore.train.callbacks import CallbackList, LoggingCallback, RichProgressCallback
+
+
+class Partial:
+    def __init__(self):
+        self.seen = []
+
+    def on_log(self, step, metrics):
+        self.seen.append(step)
+
+
+def test_callback_list_calls_only_defined_methods_and_only_on_the_main_rank():
+    cb = Partial()
+    CallbackList([cb])("on_log", 3, {"loss": 1.0})
+    CallbackList([cb])("on_eval", 3, {})               # Partial has no on_eval: skipped
+    CallbackList([cb], is_main=False)("on_log", 4, {})
+    assert cb.seen == [3]
+
+
+def test_logging_callback_writes_one_line_per_event(caplog):
+    cb = LoggingCallback()
+    with caplog.at_level(logging.INFO, logger="lmcore.train"):
+        cb.on_log(10, {"loss": 2.5, "lr": 1e-3, "tokens_per_sec": 1234.0, "ignored": 1})
+        cb.on_checkpoint(10, "/x/step-00000010")
+    assert caplog.messages == ["step 10 loss=2.5 lr=0.001 tokens_per_sec=1234", "checkpoint step 10 -> /x/step-00000010"]
+
+
+def test_rich_progress_shows_step_loss_and_throughput():
+    console = Console(record=True, width=160, force_terminal=False)
+    cb = RichProgressCallback(console=console)
+    cb.on_train_start({"total_steps": 20, "start_step": 0})
+    cb.on_log(5, {"loss": 3.25, "lr": 2e-4, "tokens_per_sec": 4321.0})
+    cb.on_train_end({"steps": 20})
+    text = console.export_text()
+    assert "20/20" in text and "loss 3.2500" in text and "4,321 tok/s" in text
