@@ -14,6 +14,22 @@ are Shakespeare passages of 200-1,500 characters with a unique tag, plus about
     .venv/bin/python benchmarks/bench_data_ingest.py --sizes 50      # quicker
     .venv/bin/python benchmarks/bench_data_ingest.py --json          # machine-readable
 
+Measured (Nov 2026, 2 shared cores, load average ~10 from other jobs, so wall-clock
+MB/s is pessimistic; MB/cpu-s is the single-core rate):
+
+    stage     corpus      MB/s  MB/cpu-s  peak RSS MB
+    validate  shakespeare  50    175        52
+    shard     shakespeare  15     52       142
+    validate  50 MB        29-50  95-101    58
+    shard     50 MB        11-25  36-51    159-161
+    validate  500 MB       13-19  62-67     68
+    shard     500 MB       11-14  37-44    177-181
+    peak RSS 500 MB / 50 MB: validate 1.17, shard 1.11-1.14 (target <= 1.5)
+    parse only: json 108-138 MB/s, orjson 320-410 MB/s (why orjson)
+
+Negative result: ``pa.array(list_of_str)`` imports pandas on first use (+0.5 s,
++50 MB RSS per process); shard builds Arrow columns from buffers instead.
+
 ``run_validate`` and ``run_shard`` are the functions measured (``benchmarks/bench_data.py``
 may import :func:`measure` and :func:`generate_corpus` from here).
 """
