@@ -31,4 +31,4 @@ test: setup
 	$(PY) -m pytest -q
 
 clean:
-	rm -rf lmcore-store models mlruns-lmcore .prefect-home
+	rm -rf lmcore-store models mlruns-lmcore .prefect-home demo-run

@@ -21,7 +21,9 @@ FINAL = "final"
 
 
 def key_config(p: dict[str, Any]) -> dict[str, Any]:
-    return {"tracking": p["config"]["tracking"], "models": p["models_dir"]}
+    tracking = p["config"]["tracking"]
+    return {"tracking": {k: tracking.get(k) for k in ("enabled", "uri", "experiment_name", "registered_model_name")},
+            "models": p["models_dir"]}
 
 
 def key(p: dict[str, Any]) -> str:

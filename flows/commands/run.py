@@ -68,7 +68,7 @@ def register(app: typer.Typer) -> None:
         configure(quiet=True)
         from rich.console import Console
 
-        console = Console(highlight=False)
+        console = Console(highlight=False, soft_wrap=True)
         cfg = load_config(config, set_)
         from flows.commands._report import where_to_look
         from flows.pipeline import pipeline

@@ -33,7 +33,7 @@ def register(app: typer.Typer) -> None:
         from flows.commands._report import where_to_look
         from flows.commands.run import load_config, run_flow
 
-        console = Console(highlight=False)
+        console = Console(highlight=False, soft_wrap=True)
         cfg = load_config(config, set_)
         from flows.stages import STAGE_FLOWS
 
