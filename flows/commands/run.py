@@ -61,6 +61,8 @@ def register(app: typer.Typer) -> None:
         refresh: Optional[str] = typer.Option(None, "--refresh", help=f"Recompute this stage and every stage "
                                               f"below it ({STAGE_HELP})."),
         sample: bool = typer.Option(True, "--sample/--no-sample", help="End with a sample generation."),
+        report: Optional[Path] = typer.Option(None, "--report", help="Also write the per-stage records "
+                                              "(status, seconds, compute seconds, key, summary) to this JSON file."),
     ) -> None:
         """Run the whole pipeline (validate -> register); finished stages come from the cache."""
         from flows.runtime import configure
@@ -74,6 +76,10 @@ def register(app: typer.Typer) -> None:
         from flows.pipeline import pipeline
 
         records = run_flow(lambda: pipeline(cfg, refresh=refresh), console)
+        if report:
+            import json
+
+            report.write_text(json.dumps(records, indent=2, default=str), encoding="utf-8")
         if sample:
             print_sample(records, cfg, console)
         where_to_look(records, console)
