@@ -33,6 +33,7 @@ UTF8_BOM = b"\xef\xbb\xbf"
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 READ_BUFFER = 1 << 20  # 1 MiB reads: fast line splitting without holding much
+ZSTD_READ = 1 << 17  # compressed bytes fed to the zstd decoder at a time
 PROGRESS_EVERY = 1 << 20  # call the progress callback about once per MiB read from disk
 
 Progress = Callable[[int, int], None]
@@ -109,13 +110,56 @@ def open_raw(path: str) -> tuple[BinaryIO, BinaryIO]:
     if head.startswith(GZIP_MAGIC):
         stream: BinaryIO = io.BufferedReader(gzip.GzipFile(fileobj=disk, mode="rb"), READ_BUFFER)
     elif head.startswith(ZSTD_MAGIC):
-        import zstandard
-
-        reader = zstandard.ZstdDecompressor().stream_reader(disk, read_size=READ_BUFFER)
-        stream = io.BufferedReader(reader, READ_BUFFER)  # type: ignore[arg-type]
+        stream = io.BufferedReader(ZstdFrames(disk), READ_BUFFER)
     else:
         stream = io.BufferedReader(disk, READ_BUFFER)  # type: ignore[arg-type]
     return stream, disk
+
+
+class ZstdFrames(io.RawIOBase):
+    """Decompressed bytes of every zstd frame in a file; a truncated last frame raises ``EOFError``.
+
+    Why not ``ZstdDecompressor().stream_reader``: it stops silently after the
+    first frame (concatenated ``.zst`` files lose data) and does not notice a
+    file cut off mid-frame.
+    """
+
+    def __init__(self, disk: BinaryIO):
+        import zstandard
+
+        self._disk = disk
+        self._dctx = zstandard.ZstdDecompressor()
+        self._frame = self._dctx.decompressobj()
+        self._in_frame = False
+        self._pending = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        while not len(self._pending):
+            chunk = self._disk.read(ZSTD_READ)  # small: one call's output is this times the compression ratio
+            if not chunk:
+                if self._in_frame:
+                    raise EOFError("zstd stream ends inside a frame (truncated file?)")
+                return 0
+            self._pending = memoryview(self._decompress(chunk))
+        n = min(len(buffer), len(self._pending))
+        buffer[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
+
+    def _decompress(self, data: bytes) -> bytes:
+        out = []
+        while data:
+            self._in_frame = True
+            out.append(self._frame.decompress(data))
+            if not self._frame.eof:
+                break
+            data = self._frame.unused_data
+            self._frame = self._dctx.decompressobj()
+            self._in_frame = False
+        return b"".join(out)
 
 
 def iter_lines(path: str, on_bytes: Optional[Callable[[int], None]] = None) -> Iterator[tuple[int, bytes]]:
@@ -148,8 +192,8 @@ def iter_lines(path: str, on_bytes: Optional[Callable[[int], None]] = None) -> I
                             reported = pos
         except (EOFError, OSError, zlib.error) as exc:
             raise DataFormatError(f"cannot read compressed stream after line {number}: {exc}", path=path) from None
-        except Exception as exc:  # zstandard.ZstdError and friends
-            if type(exc).__module__.startswith("zstandard"):
+        except Exception as exc:  # zstandard.ZstdError
+            if type(exc).__name__ == "ZstdError":
                 raise DataFormatError(f"cannot read zstd stream after line {number}: {exc}", path=path) from None
             raise
         if on_bytes is not None:

@@ -98,3 +98,18 @@ def test_a_directory_stands_for_its_jsonl_files_sorted(tmp_path):
     assert [p.rsplit("/", 1)[-1] for p in expand_paths([str(tmp_path)])] == ["a.jsonl", "b.jsonl.zst"]
     with pytest.raises(DataFormatError, match="directory"):
         expand_paths([str(tmp_path / "sub")])
+
+
+def test_zstd_files_with_several_frames_are_read_to_the_end(tmp_path):
+    c = zstandard.ZstdCompressor()
+    path = tmp_path / "frames.jsonl.zst"
+    path.write_bytes(c.compress(b"a\nb\n") + c.compress(b"c\n") + c.compress(b""))
+    assert list(iter_lines(str(path))) == [(1, b"a"), (2, b"b"), (3, b"c")]
+
+
+def test_truncated_zstd_raises_data_format_error_naming_the_file(tmp_path):
+    path = tmp_path / "cut.jsonl.zst"
+    data = zstandard.ZstdCompressor().compress(os.urandom(200_000).hex().encode())
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataFormatError, match="cut.jsonl.zst.*truncated"):
+        list(iter_lines(str(path)))
