@@ -302,6 +302,13 @@ def run_train(cfg, model_cfg, token_dirs: list[Path], tokenizer_dir: Optional[Pa
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     _check_vocab(tokenizer_dir, model_cfg)
+    if cfg.training.nproc_per_node > 1:
+        from lmcore.train.distributed import inside_torchrun
+
+        if not inside_torchrun():  # relaunch under torchrun; callbacks hear rank 0's events here
+            from lmcore.train.launch import run_train_multiprocess
+
+            return run_train_multiprocess(cfg, model_cfg, token_dirs, tokenizer_dir, out_dir, callbacks, resume_from)
     ctx = init_context(cfg)
     seed_everything(cfg.training.seed + ctx.rank)
     model = build_model(model_cfg)

@@ -1,0 +1,96 @@
+"""``run_train`` over several processes: the parent launches torchrun, the children train.
+
+Why a relay: the train stage's callbacks (MLflow, progress bars) live in the
+parent process, which may be a Prefect task; the children are fresh torchrun
+processes. The parent writes the run's inputs to a JSON spec, starts
+``python -m torch.distributed.run ... -m lmcore.train.launch SPEC``, and rank 0
+prints each callback event as one line ``@@lmcore-event {json}``; the parent
+turns those lines back into calls on its callbacks while the run goes on and
+returns the summary from ``on_train_end``. Everything else the children print
+is passed through (to this module's logger).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+from lmcore.errors import LmcoreError
+from lmcore.train.callbacks import EVENTS, CallbackList
+from lmcore.train.distributed import launch_torchrun
+
+log = logging.getLogger(__name__)
+
+EVENT_PREFIX = "@@lmcore-event "
+
+
+def run_train_multiprocess(cfg, model_cfg, token_dirs, tokenizer_dir, out_dir, callbacks: Iterable = (),
+                           resume_from=None, nproc_per_node: Optional[int] = None) -> dict:
+    """Run ``lmcore.train.trainer.run_train`` in ``training.nproc_per_node`` torchrun processes;
+    relay rank 0's callback events to ``callbacks``; return its summary."""
+    nproc = int(nproc_per_node or cfg.training.nproc_per_node)
+    emit = CallbackList(callbacks, is_main=True)
+    result: dict[str, Any] = {}
+
+    def on_line(line: str) -> None:
+        if line.startswith(EVENT_PREFIX):
+            event, args = _decode(line[len(EVENT_PREFIX):])
+            if event == "on_train_end":
+                result.update(args[0])
+            if event == "on_checkpoint":
+                args = [args[0], Path(args[1])]
+            emit(event, *args)
+        else:
+            log.info("%s", line)
+
+    with tempfile.TemporaryDirectory(prefix="lmcore-launch-") as tmp:
+        spec = Path(tmp) / "spec.json"
+        spec.write_text(json.dumps({
+            "cfg": cfg.model_dump(mode="json"), "model_cfg": model_cfg.model_dump(mode="json"),
+            "token_dirs": [str(d) for d in token_dirs], "tokenizer_dir": str(tokenizer_dir) if tokenizer_dir else None,
+            "out_dir": str(out_dir), "resume_from": str(resume_from) if resume_from else None}))
+        launch_torchrun(nproc, "lmcore.train.launch", [str(spec)], on_line=on_line)
+    if not result:
+        raise LmcoreError(f"distributed training in {nproc} processes ended without a summary")
+    return result
+
+
+class EventPrinter:
+    """Rank 0's callback in a child: prints each event as one JSON line for the parent."""
+
+    def __getattr__(self, name: str):
+        if name not in EVENTS:
+            raise AttributeError(name)
+        return lambda *args: print(EVENT_PREFIX + json.dumps({"event": name, "args": list(args)}, default=str),
+                                   flush=True)
+
+
+def _decode(text: str) -> tuple[str, list]:
+    payload = json.loads(text)
+    return payload["event"], payload["args"]
+
+
+def main(argv: list[str]) -> int:
+    """Child entry: ``python -m lmcore.train.launch SPEC.json`` (under torchrun)."""
+    from lmcore.config import ModelConfig, PipelineConfig
+    from lmcore.train.distributed import _destroy_process_group
+    from lmcore.train.trainer import run_train
+
+    spec = json.loads(Path(argv[0]).read_text())
+    cfg = PipelineConfig.model_validate(spec["cfg"])
+    model_cfg = ModelConfig.model_validate(spec["model_cfg"])
+    try:
+        run_train(cfg, model_cfg, [Path(d) for d in spec["token_dirs"]],
+                  Path(spec["tokenizer_dir"]) if spec["tokenizer_dir"] else None, Path(spec["out_dir"]),
+                  [EventPrinter()], resume_from=Path(spec["resume_from"]) if spec["resume_from"] else None)
+    finally:
+        _destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
