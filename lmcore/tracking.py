@@ -67,7 +67,7 @@ def prepare_mlflow_env(cfg: "PipelineConfig") -> None:
 
     A variable the user set is left alone; one lmcore set follows the latest config.
     """
-    wanted = {"MLFLOW_DISABLE_TELEMETRY": "true",
+    wanted = {"MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
               "MLFLOW_HTTP_REQUEST_TIMEOUT": str(cfg.tracking.request_timeout),
               "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(cfg.tracking.request_retries)}
     for name, value in wanted.items():

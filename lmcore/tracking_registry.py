@@ -1,0 +1,173 @@
+"""MLflow model registry: one version per pipeline run, aliases for the best.
+
+Why aliases and a metric rule: every pipeline run registers a new version of
+``tracking.registered_model_name`` (nothing is lost), but consumers load
+``models:/NAME@champion``. The ``champion`` alias moves to a new version only
+when its validation bits per byte (tokenizer-independent, lower is better)
+beat the current champion's, read from the champion version's
+``lmcore.bits_per_byte`` tag; otherwise the new version is the
+``challenger``. Each version is tagged with its lineage (data digest, store
+keys, tokenizer key, git commit) so a version can be followed back to the
+raw files.
+
+Two pipelines registering at the same moment may both read the old champion
+before either moves the alias; the later one wins. The registry has no
+compare-and-set, so that race is accepted and documented.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lmcore.config import PipelineConfig
+    from lmcore.tracking import TrackedRun
+
+log = logging.getLogger("lmcore.tracking")
+
+BPB_TAG = "lmcore.bits_per_byte"
+BPB_KEYS = ("bits_per_byte", "val_bits_per_byte", "eval_bits_per_byte", "bpb")
+
+
+def bits_per_byte(metrics: dict[str, Any]) -> float | None:
+    """The validation bits per byte in an evaluate summary (several spellings accepted)."""
+    for key in BPB_KEYS:
+        value = metrics.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
+    return None
+
+
+def register_model(run: "TrackedRun", model_dir: Path, lineage: dict[str, Any],
+                   metrics: dict[str, Any], log_hf_export: bool = True) -> dict[str, Any]:
+    """Log ``model_dir`` as a pyfunc in ``run``, register a version, move ``champion`` if it wins.
+
+    Returns ``{name, version, alias, model_uri, bits_per_byte, previous_champion}``.
+    """
+    import mlflow
+    from mlflow.entities import LoggedModelOutput
+
+    from lmcore.mlflow_model import log_text_generator
+
+    cfg, client = run.cfg, run.client
+    name = cfg.tracking.registered_model_name
+    uri = cfg.tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+
+    experiment_id = client.get_run(run.run_id).info.experiment_id
+    logged = client.create_logged_model(experiment_id, name="model", source_run_id=run.run_id)
+    log_text_generator(model_dir, name="model", model_id=logged.model_id)
+    client.log_outputs(run.run_id, [LoggedModelOutput(logged.model_id, step=0)])
+    if log_hf_export:
+        _log_hf_export(run, model_dir)
+
+    bpb = bits_per_byte(metrics)
+    tags = {f"lmcore.{k}": str(v) for k, v in lineage.items() if v is not None}
+    tags["lmcore.model_dir"] = str(Path(model_dir).resolve())
+    if bpb is not None:
+        tags[BPB_TAG] = repr(bpb)
+    for key, value in metrics.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            tags[f"lmcore.eval.{key}"] = repr(float(value))
+    _ensure_registered_model(client, name)
+    version = client.create_model_version(name, source=f"models:/{logged.model_id}", run_id=run.run_id,
+                                          tags={k: v[:5000] for k, v in tags.items()}, model_id=logged.model_id,
+                                          description=f"lmcore model {Path(model_dir).name}")
+
+    champion = _current_champion(client, name, cfg.tracking.champion_alias)
+    champion_bpb = _version_bpb(client, champion) if champion is not None else None
+    wins = champion is None or (bpb is not None and (champion_bpb is None or bpb < champion_bpb))
+    alias = cfg.tracking.champion_alias if wins else cfg.tracking.challenger_alias
+    client.set_registered_model_alias(name, alias, version.version)
+    run.set_tags({"lmcore.registered_model": name, "lmcore.registered_version": version.version,
+                  "lmcore.registered_alias": alias})
+    log.info("registered %s version %s as @%s (bits/byte %s; previous champion %s at %s)", name,
+             version.version, alias, bpb, champion.version if champion else None, champion_bpb)
+    return {"name": name, "version": str(version.version), "alias": alias,
+            "model_uri": f"models:/{name}@{alias}", "bits_per_byte": bpb,
+            "previous_champion": str(champion.version) if champion else None}
+
+
+def list_registry_versions(cfg: "PipelineConfig") -> list[dict[str, Any]]:
+    """Every version of ``tracking.registered_model_name``, oldest first, with aliases and lineage.
+
+    Each dict: ``name, version, aliases (list), created (ISO), run_id, model_id (lmcore id),
+    bits_per_byte, data_digest, status``. An unreachable store gives a warning and ``[]``.
+    """
+    from lmcore.tracking import make_client
+
+    name = cfg.tracking.registered_model_name
+    try:
+        client = make_client(cfg)
+        versions = client.search_model_versions(f"name = '{name}'")
+        aliases: dict[str, list[str]] = {}
+        if versions:
+            for alias, version in (client.get_registered_model(name).aliases or {}).items():
+                aliases.setdefault(str(version), []).append(alias)
+    except Exception as exc:  # noqa: BLE001
+        if "RESOURCE_DOES_NOT_EXIST" in str(exc):
+            return []
+        log.warning("tracking: cannot list registry versions at %s (%s: %s)", cfg.tracking_uri(),
+                    type(exc).__name__, str(exc)[:200])
+        return []
+    rows = []
+    for v in versions:
+        tags = v.tags or {}
+        bpb = tags.get(BPB_TAG)
+        rows.append({
+            "name": v.name, "version": str(v.version), "aliases": sorted(aliases.get(str(v.version), [])),
+            "created": datetime.fromtimestamp(v.creation_timestamp / 1000, timezone.utc).isoformat(timespec="seconds"),
+            "run_id": v.run_id, "model_id": Path(tags.get("lmcore.model_dir", "")).name or None,
+            "bits_per_byte": float(bpb) if bpb else None, "data_digest": tags.get("lmcore.data_digest"),
+            "status": v.status,
+        })
+    return sorted(rows, key=lambda r: int(r["version"]))
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _ensure_registered_model(client, name: str) -> None:
+    try:
+        client.get_registered_model(name)
+    except Exception:  # noqa: BLE001 - does not exist yet
+        try:
+            client.create_registered_model(name, description="LLaMA-style language model trained by lmcore; "
+                                                             "load models:/NAME@champion")
+        except Exception:  # noqa: BLE001 - created concurrently
+            client.get_registered_model(name)
+
+
+def _current_champion(client, name: str, alias: str):
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except Exception:  # noqa: BLE001 - no such alias yet
+        return None
+
+
+def _version_bpb(client, version) -> float | None:
+    value = (version.tags or {}).get(BPB_TAG)
+    if value:
+        return float(value)
+    if version.run_id:  # an older version registered without the tag: use its run's metric
+        metrics = client.get_run(version.run_id).data.metrics
+        return bits_per_byte({k.removeprefix("eval_"): v for k, v in metrics.items()})
+    return None
+
+
+def _log_hf_export(run: "TrackedRun", model_dir: Path) -> None:
+    """The transformers folder (``lmcore export-hf``) as run artifact ``hf_model/``; warns if not exportable."""
+    from lmcore.hf_export import export_for_hf
+
+    try:
+        with tempfile.TemporaryDirectory(prefix="lmcore-hf-") as tmp:
+            export_for_hf(model_dir, Path(tmp) / "hf_model")
+            run.client.log_artifacts(run.run_id, str(Path(tmp) / "hf_model"), "hf_model")
+    except Exception as exc:  # noqa: BLE001 - e.g. a GeGLU model has no LlamaForCausalLM layout
+        log.warning("tracking: no Hugging Face export logged for %s (%s)", model_dir, exc)
