@@ -90,6 +90,23 @@ def generate_corpus(path: Path, target_bytes: int, source: Path = SHAKESPEARE, s
     return path
 
 
+def compressed_copy(path: Path, suffix: str) -> Path:
+    """``path`` compressed as ``.gz`` or ``.zst`` next to it (reused if present)."""
+    import gzip
+
+    import zstandard
+
+    target = path.with_name(path.name + suffix)
+    if not target.is_file():
+        with path.open("rb") as src, open(target, "wb") as dst:
+            if suffix == ".gz":
+                with gzip.GzipFile(fileobj=dst, mode="wb", compresslevel=6) as gz:
+                    shutil.copyfileobj(src, gz, 1 << 20)
+            else:
+                zstandard.ZstdCompressor(level=3).copy_stream(src, dst)
+    return target
+
+
 def _child(stage: str, corpus: str, out_dir: str) -> None:
     """Run one stage in this (fresh) process and print its timing and peak RSS as JSON."""
     sys.path.insert(0, str(ROOT))
@@ -118,8 +135,11 @@ def _baseline_rss() -> float:
     return float(out.stdout)
 
 
-def measure(stage: str, corpus: Path, workdir: Path) -> dict:
-    """MB/s and peak RSS of ``stage`` ("validate" | "shard") on ``corpus``, in a fresh process."""
+def measure(stage: str, corpus: Path, workdir: Path, raw_bytes: int | None = None) -> dict:
+    """MB/s and peak RSS of ``stage`` ("validate" | "shard") on ``corpus``, in a fresh process.
+
+    Rates are in uncompressed MB: ``raw_bytes`` is the JSONL size of a compressed ``corpus``.
+    """
     out_dir = workdir / f"out-{stage}-{corpus.stem}"
     shutil.rmtree(out_dir, ignore_errors=True)
     proc = subprocess.run([sys.executable, __file__, "--child", stage, str(corpus), str(out_dir)],
@@ -127,7 +147,7 @@ def measure(stage: str, corpus: Path, workdir: Path) -> dict:
     if proc.returncode:
         raise SystemExit(f"{stage} on {corpus} failed:\n{proc.stderr}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    size_mb = corpus.stat().st_size / 1e6
+    size_mb = (raw_bytes or corpus.stat().st_size) / 1e6
     shutil.rmtree(out_dir, ignore_errors=True)
     return {"stage": stage, "corpus": corpus.name, "mb": round(size_mb, 1),
             "mb_per_s": round(size_mb / result["seconds"], 1), "seconds": round(result["seconds"], 2),
@@ -165,6 +185,10 @@ def main() -> None:
     for size in args.sizes:
         corpora.append(generate_corpus(args.workdir / f"corpus-{size}MB.jsonl", size * 1_000_000))
     rows = [measure(stage, corpus, args.workdir) for corpus in corpora for stage in ("validate", "shard")]
+    if args.sizes:  # decompression cost: the smallest generated corpus as .gz and .zst
+        smallest = args.workdir / f"corpus-{min(args.sizes)}MB.jsonl"
+        rows += [measure("validate", compressed_copy(smallest, suffix), args.workdir, smallest.stat().st_size)
+                 for suffix in (".gz", ".zst")]
     result = {"baseline_rss_mb": round(_baseline_rss(), 1), "parse_mb_per_s": parse_speed(), "runs": rows}
     sized = {(r["stage"], r["corpus"]): r["peak_rss_mb"] for r in rows}
     if len(args.sizes) >= 2:
@@ -176,7 +200,7 @@ def main() -> None:
         return
     print(f"baseline RSS (imports only): {result['baseline_rss_mb']} MB; "
           f"parse MB/s json {result['parse_mb_per_s']['json']}, orjson {result['parse_mb_per_s']['orjson']}")
-    print(f"{'stage':9} {'corpus':22} {'MB':>7} {'MB/s':>7} {'MB/cpu-s':>9} {'s':>7} {'peak RSS MB':>12} "
+    print(f"{'stage':9} {'corpus':22} {'raw MB':>7} {'MB/s':>7} {'MB/cpu-s':>9} {'s':>7} {'peak RSS MB':>12} "
           f"{'valid':>9}")
     for r in rows:
         print(f"{r['stage']:9} {r['corpus']:22} {r['mb']:7} {r['mb_per_s']:7} {r['mb_per_cpu_s']:9} {r['seconds']:7} "
