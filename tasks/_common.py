@@ -63,6 +63,16 @@ def fingerprint(path: str) -> str:
     return _fingerprint(os.path.abspath(path), st.st_size, st.st_mtime_ns)
 
 
+def lazy(module: str, name: str) -> Callable[..., Any]:
+    """``module.name``, imported when first called: a store hit never pays for torch's import,
+    and the stage's measured time includes what its lmcore function needs to load."""
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return getattr(importlib.import_module(module), name)(*args, **kwargs)
+
+    return call
+
+
 def cache_key_fn(key_of: Callable[[dict[str, Any]], str], stage: str):
     """A Prefect ``cache_key_fn`` that returns the store key of ``stage`` for these parameters."""
 

@@ -11,7 +11,7 @@ from typing import Any
 from prefect import task
 
 from lmcore.store import stage_key
-from tasks._common import TASK_OPTIONS, build, cache_key_fn, stage_version
+from tasks._common import TASK_OPTIONS, build, lazy, cache_key_fn, stage_version
 
 STAGE = "eval"
 MODULE = "lmcore.evaluate"
@@ -25,7 +25,9 @@ def inputs(p: dict[str, Any]) -> dict[str, Any]:
 
 def key_config(p: dict[str, Any]) -> dict[str, Any]:
     training = p["config"]["training"]
-    return {k: training[k] for k in ("eval_batches", "batch_size", "seed", "sample_prompts", "sample_max_new_tokens")}
+    return {"training": {k: training[k] for k in ("eval_batches", "batch_size", "seed", "sample_prompts",
+                                                  "sample_max_new_tokens")},
+            "precision": p["config"]["precision"]}
 
 
 def key(p: dict[str, Any]) -> str:
@@ -46,7 +48,7 @@ def evaluate_task(train: dict[str, Any], tokens: list[dict[str, Any]], tokenizer
     from pathlib import Path
 
     from lmcore.config import PipelineConfig
-    from lmcore.evaluate import run_evaluate
+    run_evaluate = lazy("lmcore.evaluate", "run_evaluate")
 
     params = {"train": train, "tokens": tokens, "tokenizer": tokenizer, "config": config}
     cfg = PipelineConfig(**config)

@@ -12,7 +12,7 @@ from typing import Any
 from prefect import task
 
 from lmcore.store import stage_key
-from tasks._common import TASK_OPTIONS, build, cache_key_fn, stage_version
+from tasks._common import TASK_OPTIONS, build, lazy, cache_key_fn, stage_version
 
 STAGE = "tokens"
 MODULE = "lmcore.data.pretokenize"
@@ -42,7 +42,7 @@ def pretokenize_task(shard_file: str, shards: dict[str, Any], tokenizer: dict[st
     from pathlib import Path
 
     from lmcore.config import PipelineConfig
-    from lmcore.data.pretokenize import run_pretokenize_shard
+    run_pretokenize_shard = lazy("lmcore.data.pretokenize", "run_pretokenize_shard")
 
     params = {"shard_file": shard_file, "shards": shards, "tokenizer": tokenizer, "config": config}
     cfg = PipelineConfig(**config)

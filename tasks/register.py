@@ -47,7 +47,8 @@ def register_task(train: dict[str, Any], evaluate: dict[str, Any], tokenizer: di
 
     params = {"lineage": lineage, "models_dir": models_dir, "config": config}
     cfg = PipelineConfig(**config)
-    metrics = evaluate["summary"].get("metrics", evaluate["summary"])
+    metrics = {k: v for k, v in evaluate["summary"].items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
     def compute(out: Path) -> dict[str, Any]:
         from lmcore.tracking import PipelineTracker

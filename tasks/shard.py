@@ -11,7 +11,7 @@ from typing import Any
 from prefect import task
 
 from lmcore.store import stage_key
-from tasks._common import TASK_OPTIONS, build, cache_key_fn, stage_version
+from tasks._common import TASK_OPTIONS, build, lazy, cache_key_fn, stage_version
 from tasks.validate import data_key_config, raw_inputs
 
 STAGE = "shards"
@@ -38,7 +38,7 @@ def figure(summary: dict[str, Any]) -> str:
 def shard_task(files: list[str], eval_files: list[str], validate: dict[str, Any], config: dict[str, Any],
                store: str, refresh: bool = False) -> dict[str, Any]:
     from lmcore.config import DataConfig
-    from lmcore.data.shard import run_shard
+    run_shard = lazy("lmcore.data.shard", "run_shard")
 
     params = {"files": files, "eval_files": eval_files, "validate": validate, "config": config}
     data_cfg = DataConfig(**{**config["data"], "training_data_path": files, "eval_data_path": eval_files})

@@ -11,7 +11,7 @@ from typing import Any
 from prefect import task
 
 from lmcore.store import stage_key
-from tasks._common import TASK_OPTIONS, build, cache_key_fn, stage_version
+from tasks._common import TASK_OPTIONS, build, lazy, cache_key_fn, stage_version
 
 STAGE = "tokenizer"
 MODULE = "lmcore.tokenizer"
@@ -38,7 +38,7 @@ def tokenizer_task(shards: dict[str, Any], vocab_size: int, config: dict[str, An
     from pathlib import Path
 
     from lmcore.config import DataConfig, TokenizerConfig
-    from lmcore.tokenizer import run_train_tokenizer
+    run_train_tokenizer = lazy("lmcore.tokenizer", "run_train_tokenizer")
 
     params = {"shards": shards, "vocab_size": vocab_size, "config": config}
     tok_cfg, data_cfg = TokenizerConfig(**config["tokenizer"]), DataConfig(**config["data"])

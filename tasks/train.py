@@ -13,7 +13,7 @@ from typing import Any
 from prefect import task
 
 from lmcore.store import stage_key
-from tasks._common import TASK_OPTIONS, build, cache_key_fn, stage_version
+from tasks._common import TASK_OPTIONS, build, lazy, cache_key_fn, stage_version
 
 STAGE = "train"
 MODULE = "lmcore.train.trainer"
@@ -50,7 +50,7 @@ def train_task(tokens: list[dict[str, Any]], tokenizer: dict[str, Any], model_co
     from pathlib import Path
 
     from lmcore.config import ModelConfig, PipelineConfig
-    from lmcore.train.trainer import run_train
+    run_train = lazy("lmcore.train.trainer", "run_train")
     from tasks.hooks import TRAIN_CALLBACKS
 
     params = {"tokens": tokens, "tokenizer": tokenizer, "model_config": model_config, "config": config}

@@ -12,7 +12,7 @@ from typing import Any
 from prefect import task
 
 from lmcore.store import stage_key
-from tasks._common import TASK_OPTIONS, build, cache_key_fn, fingerprint, stage_version
+from tasks._common import TASK_OPTIONS, build, lazy, cache_key_fn, fingerprint, stage_version
 
 STAGE = "validate"
 MODULE = "lmcore.data.validate"
@@ -43,7 +43,7 @@ def figure(summary: dict[str, Any]) -> str:
 def validate_task(files: list[str], eval_files: list[str], config: dict[str, Any], store: str,
                   refresh: bool = False) -> dict[str, Any]:
     from lmcore.config import DataConfig
-    from lmcore.data.validate import run_validate
+    run_validate = lazy("lmcore.data.validate", "run_validate")
 
     data_cfg = DataConfig(**{**config["data"], "training_data_path": files, "eval_data_path": eval_files})
     manifest = build(STAGE, store, key({"files": files, "eval_files": eval_files, "config": config}), lambda out: run_validate(files, data_cfg, out),

@@ -1,0 +1,81 @@
+"""The whole pipeline in process with a real Prefect: tiny model, tiny corpus, 3 training steps."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from flows.pipeline import STAGES, pipeline
+from lmcore.registry import ModelManager
+from lmcore.store import Store
+from tests.flows.pipeline_fixtures import statuses, tiny_config, write_corpus
+
+ABOVE_TRAIN = ("validate", "shard", "tokenizer", "pretokenize")
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("full")
+    return {"corpus": write_corpus(root / "corpus.jsonl", seed=1), "store": root / "store", "models": root / "models",
+            "root": root}
+
+
+def cfg_for(workdir, **sections):
+    return tiny_config(workdir["corpus"], workdir["store"], workdir["models"], **sections)
+
+
+@pytest.fixture(scope="module")
+def first_run(workdir):
+    return pipeline(cfg_for(workdir))
+
+
+def test_full_run_registers_a_loadable_model_with_lineage_to_every_stage(first_run, workdir):
+    assert statuses(first_run) == {s: "ran" for s in STAGES}
+    model_id = first_run["register"]["summary"]["model_id"]
+    model, tok, meta, _, _ = ModelManager(workdir["models"]).load_model(model_id)
+    assert model.config.hidden_size == 32 and tok.vocab_size <= 300
+    assert meta["lineage"]["train"] == first_run["train"]["key"]
+    assert meta["lineage"]["eval"] == first_run["evaluate"]["key"]
+    assert meta["eval_metrics"]["eval_loss"] == pytest.approx(first_run["evaluate"]["summary"]["eval_loss"])
+    train_manifest = Store(workdir["store"]).get("train", first_run["train"]["key"]).manifest
+    assert train_manifest["inputs"]["tokenizer"] == first_run["tokenizer"]["key"]
+    assert any(f["name"] == "final/model.safetensors" for f in train_manifest["files"])
+
+
+def test_second_run_with_nothing_changed_is_all_cached_and_registers_nothing_new(first_run, workdir):
+    again = pipeline(cfg_for(workdir))
+    assert statuses(again) == {s: "cached" for s in STAGES}
+    assert again["register"]["summary"]["model_id"] == first_run["register"]["summary"]["model_id"]
+    assert len(ModelManager(workdir["models"]).list_models()) == 1
+
+
+def test_changing_only_a_training_setting_reruns_train_evaluate_register_only(first_run, workdir):
+    records = pipeline(cfg_for(workdir, training={"learning_rate": 1e-3}))
+    assert statuses(records) == {**{s: "cached" for s in ABOVE_TRAIN},
+                                 "train": "ran", "evaluate": "ran", "register": "ran"}
+    assert records["train"]["key"] != first_run["train"]["key"]
+
+
+def test_failing_stage_fails_the_flow_with_its_own_message_and_keeps_finished_outputs(first_run, workdir):
+    blocker = workdir["root"] / "not-a-folder"
+    blocker.write_text("a file where the models folder should be")
+    cfg = tiny_config(workdir["corpus"], workdir["store"], blocker, training={"learning_rate": 2e-3})
+    with pytest.raises(OSError, match="not-a-folder"):
+        pipeline(cfg)
+    store = Store(workdir["store"])
+    trained = [p for p in (workdir["store"] / "train").iterdir() if not p.name.startswith(".")]
+    assert len(trained) == 3 and all(store.exists("train", p.name) for p in trained)
+    fixed = pipeline(cfg_for(workdir, training={"learning_rate": 2e-3}))
+    assert statuses(fixed)["train"] == "cached" and statuses(fixed)["evaluate"] == "cached"
+    assert statuses(fixed)["register"] == "ran"
+
+
+def test_deleted_store_directory_is_recomputed_although_prefect_remembers_it(first_run, workdir):
+    import shutil
+
+    shutil.rmtree(first_run["evaluate"]["dir"])
+    records = pipeline(cfg_for(workdir))
+    assert statuses(records)["evaluate"] == "ran" and statuses(records)["train"] == "cached"
+    assert json.loads((Path(records["evaluate"]["dir"]) / "metrics.json").read_text())["eval_loss"] > 0
