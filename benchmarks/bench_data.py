@@ -1,0 +1,341 @@
+"""Throughput and memory of the data stages: validate, shard, train_tokenizer, pretokenize, loader.
+
+Why: pre-tokenisation must keep up with the tokenizer itself (target: >= 0.8x the
+throughput of raw ``Tokenizer.encode_batch`` on the same texts, end to end:
+read Parquet, encode, write token shards), scale with worker processes, and run
+in bounded memory.  This script measures exactly that, on
+
+- the Shakespeare corpus (``/work/shared/data/shakespeare.jsonl`` or ``--data``), and
+- a larger corpus generated from it (``--big-mb``, default 50 MB) in ``--work`` (/tmp),
+  about 5% of its records conversations, so the chat (loss-mask) path is exercised too.
+
+Each stage runs in a fresh spawned process so its peak RSS (``VmHWM``) is its own;
+the RSS after imports is reported beside it.  The ratio to raw ``encode_batch`` is
+measured in one process, alternating the two, each with a freshly loaded tokenizer
+(cold BPE cache, like a real stage), and the median of ``--repeats`` is kept.
+
+Run: ``.venv/bin/python benchmarks/bench_data.py [--big-mb 50] [--vocab 8192]``
+(``TOKENIZERS_PARALLELISM`` is set to false unless ``--parallel``, so the 1 vs 2 worker
+comparison measures processes, not the tokenizer's own threads).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import statistics
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+MB = 1024 * 1024
+
+
+def rss_mb() -> float:
+    """Peak RSS of this process so far.  VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec,
+    so a spawned child would report its parent's peak."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# ---------------------------------------------------------------------- corpus
+
+
+def make_big_corpus(src: Path, dest: Path, target_mb: float, seed: int = 0) -> Path:
+    """Documents of random runs of lines from the source plays; 5% conversations made of dialogue lines."""
+    if dest.is_file() and dest.stat().st_size >= target_mb * MB * 0.98:
+        return dest
+    lines = []
+    with open(src, encoding="utf-8") as f:
+        for raw in f:
+            lines.extend(ln for ln in json.loads(raw)["text"].split("\n") if ln.strip())
+    rng = random.Random(seed)
+    written = 0
+    tmp = dest.with_suffix(".tmp")
+    with open(tmp, "w", encoding="utf-8") as out:
+        i = 0
+        while written < target_mb * MB:
+            if i % 20 == 7:
+                turns = []
+                for t in range(rng.randint(1, 3)):
+                    turns.append({"role": "user", "content": lines[rng.randrange(len(lines))]})
+                    start = rng.randrange(len(lines) - 8)
+                    turns.append({"role": "assistant", "content": "\n".join(lines[start:start + rng.randint(1, 8)])})
+                row = {"messages": turns}
+            else:
+                start = rng.randrange(len(lines) - 200)
+                row = {"text": f"[{i}] " + "\n".join(lines[start:start + rng.randint(20, 200)])}
+            s = json.dumps(row, ensure_ascii=False) + "\n"
+            out.write(s)
+            written += len(s.encode("utf-8"))
+            i += 1
+    tmp.rename(dest)
+    return dest
+
+
+# ---------------------------------------------------------------------- stages (each in a spawned process)
+
+
+def _stage_validate(path: str, out: str) -> dict:
+    base = rss_mb()
+    from lmcore.config import DataConfig
+    from lmcore.data.validate import run_validate
+
+    cfg = DataConfig(training_data_path=[path])
+    imported = rss_mb()
+    t = time.perf_counter()
+    summary = run_validate([path], cfg, out)
+    return {"seconds": time.perf_counter() - t, "rss_imports_mb": imported, "rss_peak_mb": rss_mb(),
+            "rss_start_mb": base, "lines": summary.get("totals", {}).get("lines"),
+            "valid": summary.get("totals", {}).get("valid")}
+
+
+def _stage_shard(path: str, out: str, shard_max_bytes: int) -> dict:
+    from lmcore.config import DataConfig
+    from lmcore.data.shard import run_shard
+
+    cfg = DataConfig(training_data_path=[path], shard_max_bytes=shard_max_bytes)
+    imported = rss_mb()
+    t = time.perf_counter()
+    summary = run_shard([path], cfg, out)
+    return {"seconds": time.perf_counter() - t, "rss_imports_mb": imported, "rss_peak_mb": rss_mb(),
+            "files": len(summary["files"]), "splits": summary["splits"]}
+
+
+def _stage_tokenizer(shard_dir: str, out: str, vocab: int) -> dict:
+    from lmcore.config import DataConfig, TokenizerConfig
+    from lmcore.tokenizer import run_train_tokenizer
+
+    imported = rss_mb()
+    t = time.perf_counter()
+    summary = run_train_tokenizer(shard_dir, TokenizerConfig(), DataConfig(), vocab, out)
+    return {"seconds": time.perf_counter() - t, "rss_imports_mb": imported, "rss_peak_mb": rss_mb(),
+            "vocab_size": summary["vocab_size"], "sample_records": summary["sample_records"],
+            "sample_mb": summary["sample_utf8_bytes"] / MB}
+
+
+def _pretokenize_one(shard_file: str, tok_dir: str, out: str) -> dict:
+    """One shard; in a fresh process ``seconds`` includes the one-time lazy imports (a cold worker)."""
+    from lmcore.config import PipelineConfig
+    from lmcore.data.pretokenize import run_pretokenize_shard
+
+    imported = rss_mb()
+    t = time.perf_counter()
+    meta = run_pretokenize_shard(shard_file, tok_dir, PipelineConfig(), out)
+    return {"seconds": time.perf_counter() - t, "tokens": meta["tokens"], "utf8_bytes": meta["utf8_bytes"],
+            "rss_imports_mb": imported, "rss_peak_mb": rss_mb()}
+
+
+def _loader_epoch(token_dir: str, seq_length: int, batch_size: int, max_batches: int) -> dict:
+    from lmcore.data.loader import PackedLoader
+
+    imported = rss_mb()
+    t = time.perf_counter()
+    loader = PackedLoader([token_dir], "train", seq_length, batch_size, seed=0)
+    opened = time.perf_counter() - t
+    t = time.perf_counter()
+    n = tokens = 0
+    for batch in loader:
+        tokens += batch.input_ids.numel()
+        n += 1
+        if n >= max_batches:
+            break
+    return {"seconds": time.perf_counter() - t, "open_seconds": opened, "batches": n, "tokens": tokens,
+            "rss_imports_mb": imported, "rss_peak_mb": rss_mb()}
+
+
+def in_fresh_process(fn, *args) -> dict:
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+        return pool.submit(fn, *args).result()
+
+
+def pretokenize_pool(shards: list[str], tok_dir: str, out: str, workers: int) -> dict:
+    t = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        # warm the workers (interpreter + imports) so the timing is the work, not the start-up
+        list(pool.map(_warm, range(workers)))
+        t = time.perf_counter()
+        results = list(pool.map(_pretokenize_one, shards, [tok_dir] * len(shards), [out] * len(shards)))
+    wall = time.perf_counter() - t
+    return {"workers": workers, "wall_seconds": wall, "tokens": sum(r["tokens"] for r in results),
+            "utf8_bytes": sum(r["utf8_bytes"] for r in results),
+            "rss_peak_mb": max(r["rss_peak_mb"] for r in results)}
+
+
+def _warm(_: int) -> int:
+    """Pay a worker's one-time costs: imports, and pyarrow's lazy import of pandas (~1 s) on first use."""
+    import pyarrow as pa
+
+    import lmcore.config  # noqa: F401
+    import lmcore.data.pretokenize  # noqa: F401
+
+    pa.array(["x", None]).to_numpy(zero_copy_only=False)
+    time.sleep(0.2)
+    return os.getpid()
+
+
+# ---------------------------------------------------------------------- ratio to raw encode_batch
+
+
+def ratio_to_raw(shards: list[Path], tok_dir: Path, work: Path, repeats: int) -> dict:
+    """Raw ``Tokenizer.encode_batch`` on texts already in memory vs the whole pretokenize stage."""
+    import pyarrow.parquet as pq
+    from tokenizers import Tokenizer
+
+    from lmcore.data.pretokenize import BATCH_ROWS, pretokenize_file
+    from lmcore.tokenizer import LmcoreTokenizer, record_text
+
+    texts = []
+    for s in shards:
+        for r in pq.read_table(s).to_pylist():
+            texts.append(record_text(r["kind"], r["text"], r["messages"], None))
+    nbytes = sum(len(t.encode("utf-8")) for t in texts)
+    raw_times, fast_times, stage_times, tokens = [], [], [], 0
+    for rep in range(repeats):
+        tok = Tokenizer.from_file(str(tok_dir / "tokenizer.json"))
+        t = time.perf_counter()
+        tokens = 0
+        for i in range(0, len(texts), BATCH_ROWS):
+            tokens += sum(len(e) for e in tok.encode_batch(texts[i:i + BATCH_ROWS], add_special_tokens=False))
+        raw_times.append(time.perf_counter() - t)
+
+        tok = Tokenizer.from_file(str(tok_dir / "tokenizer.json"))
+        t = time.perf_counter()
+        for i in range(0, len(texts), BATCH_ROWS):
+            tok.encode_batch_fast(texts[i:i + BATCH_ROWS], add_special_tokens=False)
+        fast_times.append(time.perf_counter() - t)
+
+        lm_tok = LmcoreTokenizer.load(tok_dir)
+        out = work / f"ratio-{rep}"
+        t = time.perf_counter()
+        for s in shards:
+            pretokenize_file(s, lm_tok, out)
+        stage_times.append(time.perf_counter() - t)
+    raw, fast, stage = (statistics.median(x) for x in (raw_times, fast_times, stage_times))
+    return {"texts": len(texts), "mb": nbytes / MB, "tokens": tokens,
+            "raw_encode_batch_s": raw, "raw_encode_batch_fast_s": fast, "pretokenize_s": stage,
+            "raw_tokens_per_s": tokens / raw, "pretokenize_tokens_per_s": tokens / stage,
+            "ratio_vs_encode_batch": raw / stage, "ratio_vs_encode_batch_fast": fast / stage}
+
+
+# ---------------------------------------------------------------------- driver
+
+
+def bench_corpus(name: str, path: Path, work: Path, vocab: int, repeats: int, shard_mb: float) -> dict:
+    work.mkdir(parents=True, exist_ok=True)
+    size = path.stat().st_size
+    result: dict = {"corpus": name, "mb": size / MB}
+    try:
+        import lmcore.data.shard  # noqa: F401
+        import lmcore.data.validate  # noqa: F401
+        have_shard = True
+    except ImportError:  # the validate/shard stages are another module's; measure the rest
+        have_shard = False
+    shard_dir = work / "shards"
+    if have_shard:
+        v = in_fresh_process(_stage_validate, str(path), str(work / "validate"))
+        v["mb_per_s"] = size / MB / v["seconds"]
+        result["validate"] = v
+        import shutil
+
+        shutil.rmtree(shard_dir, ignore_errors=True)
+        s = in_fresh_process(_stage_shard, str(path), str(shard_dir), int(shard_mb * MB))
+        s["mb_per_s"] = size / MB / s["seconds"]
+        result["shard"] = s
+    else:
+        raise SystemExit("TODO: lmcore.data.validate/shard not importable; write shards another way")
+    shards = sorted(str(p) for p in shard_dir.glob("train-*.parquet"))
+
+    tok_dir = work / "tokenizer"
+    t = in_fresh_process(_stage_tokenizer, str(shard_dir), str(tok_dir), vocab)
+    t["sample_mb_per_s"] = t["sample_mb"] / t["seconds"]
+    result["tokenizer"] = t
+
+    result["ratio"] = ratio_to_raw([Path(s) for s in shards], tok_dir, work, repeats)
+
+    scaling = []
+    for workers in (1, 2):
+        out = work / f"tokens-w{workers}"
+        r = pretokenize_pool(shards, str(tok_dir), str(out), workers)
+        r["shards"] = len(shards)
+        r["mb_per_s"] = r["utf8_bytes"] / MB / r["wall_seconds"]
+        r["tokens_per_s"] = r["tokens"] / r["wall_seconds"]
+        scaling.append(r)
+    result["pretokenize_scaling"] = scaling
+    one = in_fresh_process(_pretokenize_one, shards[0], str(tok_dir), str(work / "tokens-rss"))
+    result["pretokenize_one_shard_rss"] = one
+
+    lo = in_fresh_process(_loader_epoch, str(work / "tokens-w1"), 512, 16, 2000)
+    lo["tokens_per_s"] = lo["tokens"] / lo["seconds"]
+    result["loader"] = lo
+    return result
+
+
+def print_table(res: dict) -> None:
+    print(f"\n== {res['corpus']} ({res['mb']:.1f} MB)")
+    if "validate" in res:
+        v, s = res["validate"], res["shard"]
+        print(f"validate      {v['seconds']:7.2f} s  {v['mb_per_s']:7.1f} MB/s  peak RSS {v['rss_peak_mb']:.0f} MB "
+              f"(after imports {v['rss_imports_mb']:.0f})  lines {v['lines']} valid {v['valid']}")
+        print(f"shard         {s['seconds']:7.2f} s  {s['mb_per_s']:7.1f} MB/s  peak RSS {s['rss_peak_mb']:.0f} MB "
+              f"(after imports {s['rss_imports_mb']:.0f})  files {s['files']} {s['splits']}")
+    t = res["tokenizer"]
+    print(f"tokenizer     {t['seconds']:7.2f} s  {t['sample_mb_per_s']:7.1f} MB/s of sample ({t['sample_records']} "
+          f"records, {t['sample_mb']:.1f} MB)  vocab {t['vocab_size']}  peak RSS {t['rss_peak_mb']:.0f} MB")
+    r = res["ratio"]
+    print(f"raw encode_batch      {r['raw_encode_batch_s']:6.2f} s  {r['raw_tokens_per_s'] / 1e6:5.2f} M tok/s "
+          f"({r['tokens']:,} tokens, {r['mb']:.1f} MB); encode_batch_fast {r['raw_encode_batch_fast_s']:.2f} s")
+    print(f"pretokenize (1 proc)  {r['pretokenize_s']:6.2f} s  {r['pretokenize_tokens_per_s'] / 1e6:5.2f} M tok/s  "
+          f"ratio {r['ratio_vs_encode_batch']:.2f}x encode_batch, {r['ratio_vs_encode_batch_fast']:.2f}x encode_batch_fast")
+    for sc in res["pretokenize_scaling"]:
+        print(f"pretokenize {sc['workers']} worker(s) over {sc['shards']} shards: {sc['wall_seconds']:6.2f} s  "
+              f"{sc['mb_per_s']:6.1f} MB/s  {sc['tokens_per_s'] / 1e6:5.2f} M tok/s  peak RSS/worker "
+              f"{sc['rss_peak_mb']:.0f} MB")
+    one = res["pretokenize_one_shard_rss"]
+    print(f"pretokenize one shard, cold process: {one['seconds']:.2f} s for {one['tokens']:,} tokens  "
+          f"peak RSS {one['rss_peak_mb']:.0f} MB (after imports {one['rss_imports_mb']:.0f})")
+    lo = res["loader"]
+    print(f"loader (seq 512 x 16) {lo['batches']} batches {lo['seconds']:.2f} s  {lo['tokens_per_s'] / 1e6:.1f} M tok/s"
+          f"  open {lo['open_seconds'] * 1000:.0f} ms  peak RSS {lo['rss_peak_mb']:.0f} MB")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", default="/work/shared/data/shakespeare.jsonl", help="source JSONL corpus")
+    ap.add_argument("--work", default="/tmp/lmcore-bench-data", help="scratch folder (generated corpus, outputs)")
+    ap.add_argument("--big-mb", type=float, default=50.0, help="size of the generated corpus; 0 skips it")
+    ap.add_argument("--vocab", type=int, default=8192, help="tokenizer vocabulary size")
+    ap.add_argument("--repeats", type=int, default=3, help="repeats of the raw vs pretokenize comparison")
+    ap.add_argument("--big-repeats", type=int, default=1, help="the same, on the generated corpus")
+    ap.add_argument("--parallel", action="store_true", help="let tokenizers use its own threads")
+    ap.add_argument("--json", help="also write the results here")
+    args = ap.parse_args()
+    os.environ["TOKENIZERS_PARALLELISM"] = "true" if args.parallel else "false"
+    work = Path(args.work)
+    src = Path(args.data)
+    results = [bench_corpus("shakespeare", src, work / "shakespeare", args.vocab, args.repeats, shard_mb=1.5)]
+    print_table(results[-1])
+    if args.big_mb > 0:
+        big = make_big_corpus(src, work / f"generated-{args.big_mb:g}mb.jsonl", args.big_mb)
+        results.append(bench_corpus(f"generated {args.big_mb:g} MB", big, work / "big", args.vocab, args.big_repeats,
+                                    shard_mb=12))
+        print_table(results[-1])
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
