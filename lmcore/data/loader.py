@@ -1,7 +1,7 @@
 """Packed training batches from memory-mapped token shards.
 
-All documents of a split, over every token dir and shard in name order, form one
-virtual token stream.  It is cut into windows of ``seq_length + 1`` tokens that
+All documents of a split, over every token dir, with shards in name order, form
+one virtual token stream.  It is cut into windows of ``seq_length + 1`` tokens that
 start every ``seq_length`` tokens (neighbouring windows share their boundary
 token, so every token is a target exactly once).  A batch is ``batch_size``
 windows; input = window[:-1], targets = window[1:].
@@ -69,7 +69,10 @@ class PackedLoader:
         self.split, self.seq_length, self.batch_size = split, seq_length, batch_size
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.shuffle, self.drop_last, self.pad_id = shuffle, drop_last, pad_id
-        self.shards: list[TokenShard] = [open_shard(d, n) for d in token_dirs for n in list_shards(d, split)]
+        # One stream in shard-name order whatever the order of the dirs (the pretokenize stage writes
+        # one dir per shard); equal names keep the order of token_dirs.
+        named = [(n, i, d) for i, d in enumerate(token_dirs) for n in list_shards(d, split)]
+        self.shards: list[TokenShard] = [open_shard(d, n) for n, _, d in sorted(named, key=lambda x: x[:2])]
         if not self.shards:
             raise StoreError(f"no '{split}' token shards in {[str(d) for d in token_dirs]}")
         sizes = np.array([s.num_tokens for s in self.shards], dtype=np.int64)

@@ -181,12 +181,12 @@ def test_totals_cover_only_the_requested_split(token_dir):
     assert (ev.num_tokens, ev.utf8_bytes, ev.num_docs) == (20, 60, 2)
 
 
-def test_several_token_dirs_form_one_stream(token_dir, tmp_path):
-    write(tmp_path, "train-00000", [10, 10], N, "train")
-    ld = PackedLoader([token_dir, tmp_path], "train", T, 1, seed=0, shuffle=False)
+def test_several_token_dirs_form_one_stream_in_shard_name_order(token_dir, tmp_path):
+    write(tmp_path, "train-00002", [10, 10], N, "train")
+    ld = PackedLoader([tmp_path, token_dir], "train", T, 1, seed=0, shuffle=False)
     assert ld.num_tokens == N + 20
     assert ld.num_windows == (N + 20 - 1) // T
-    assert list(ld)[-1].input_ids[0].tolist() == list(range(136, 144))
+    assert [b.input_ids[0, 0].item() for b in ld] == list(range(0, N + 20 - T, T))
 
 
 def test_missing_split_or_too_little_data_is_a_store_error(token_dir):
