@@ -25,8 +25,8 @@ Usage (the flow layer reads the Prefect flow-run id and passes it in)::
     with tracker.resume(run_id) as run:   # from another task / process
         run.log_stage("train", key, summary)
 
-Registry helpers (``register``, ``list_registry_versions``) are in
-:mod:`lmcore.tracking_registry`.
+The trainer callback is in :mod:`lmcore.tracking_callback`; the registry
+(``register``, ``list_registry_versions``) in :mod:`lmcore.tracking_registry`.
 """
 
 from __future__ import annotations
@@ -38,18 +38,16 @@ import logging
 import math
 import os
 import subprocess
-import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
-from lmcore.tracking_buffer import MetricBuffer
-
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
     from lmcore.config import PipelineConfig
+    from lmcore.tracking_callback import MlflowTrainCallback, NullCallback
 
 log = logging.getLogger("lmcore.tracking")
 
@@ -106,13 +104,14 @@ def git_commit(cwd: str | Path | None = None) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
-def _numeric(value: Any) -> float | None:
+def numeric(value: Any) -> float | None:
+    """``value`` as a float if it is a real number (not a bool), else None."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return float(value)
 
 
-def _never_fails(method):
+def never_fails(method):
     """Tracking calls warn instead of raising: the pipeline's work matters more than its record."""
 
     @functools.wraps(method)
@@ -221,7 +220,7 @@ class TrackedRun:
             cb.close()
 
     # ------------------------------------------------------------------ params and tags
-    @_never_fails
+    @never_fails
     def log_config(self) -> int:
         """The resolved config as params (dotted keys, batches of 100) and as ``config/config.yaml``."""
         from mlflow.entities import Param
@@ -234,7 +233,7 @@ class TrackedRun:
         self.client.log_text(self.run_id, self.cfg.to_yaml(), "config/config.yaml")
         return len(params)
 
-    @_never_fails
+    @never_fails
     def set_tags(self, tags: dict[str, Any]) -> None:
         from mlflow.entities import RunTag
 
@@ -242,7 +241,7 @@ class TrackedRun:
         for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
             self.client.log_batch(self.run_id, tags=items[i:i + MAX_PARAMS_PER_BATCH], synchronous=True)
 
-    @_never_fails
+    @never_fails
     def log_stage(self, stage: str, key: str, summary: dict[str, Any] | None = None) -> None:
         """Tag ``lmcore.<stage>.key`` and log the summary's top-level numbers as ``<stage>.<name>``."""
         from mlflow.entities import Metric, RunTag
@@ -251,7 +250,7 @@ class TrackedRun:
         metrics = []
         now = int(time.time() * 1000)
         for name, value in (summary or {}).items():
-            number = _numeric(value)
+            number = numeric(value)
             if number is not None and math.isfinite(number) and len(metrics) < MAX_STAGE_METRICS:
                 metrics.append(Metric(f"{stage}.{name}", number, now, 0))
             elif isinstance(value, str) and len(value) < 250:
@@ -259,7 +258,7 @@ class TrackedRun:
         self.client.log_batch(self.run_id, metrics=metrics, tags=tags[:MAX_PARAMS_PER_BATCH], synchronous=True)
 
     # ------------------------------------------------------------------ artifacts
-    @_never_fails
+    @never_fails
     def log_validation_report(self, path: str | Path) -> None:
         """The validate stage's report (and the quarantine file beside it, if small) under ``validation/``."""
         path = Path(path)
@@ -268,12 +267,12 @@ class TrackedRun:
         if quarantine.is_file() and quarantine.stat().st_size <= 5 * 1024 * 1024:
             self.client.log_artifact(self.run_id, str(quarantine), "validation")
 
-    @_never_fails
+    @never_fails
     def log_tokenizer(self, tokenizer_dir: str | Path) -> None:
         """The tokenizer folder under ``tokenizer/``."""
         self.client.log_artifacts(self.run_id, str(tokenizer_dir), "tokenizer")
 
-    @_never_fails
+    @never_fails
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         p = Path(path)
         if p.is_dir():
@@ -281,7 +280,7 @@ class TrackedRun:
         else:
             self.client.log_artifact(self.run_id, str(p), artifact_path)
 
-    @_never_fails
+    @never_fails
     def log_dataset(self, shard_manifest: dict[str, Any], location: str | Path | None = None,
                     context: str = "training") -> str:
         """The training data as an MLflow dataset input: name, digest of the shard files, source.
@@ -294,7 +293,8 @@ class TrackedRun:
 
         digest = dataset_digest(shard_manifest)
         key = str(shard_manifest.get("key", "unknown"))
-        source = _dataset_source(Path(location) if location else Path(self.cfg.paths.store) / "shards" / key)
+        location = location or shard_manifest.get("dir") or Path(self.cfg.paths.store) / "shards" / key
+        source = _dataset_source(Path(location))
         dataset = MetaDataset(source=source, name=f"lmcore-shards-{key[:12]}", digest=digest)
         entity = dataset._to_mlflow_entity()
         self.client.log_inputs(self.run_id, datasets=[
@@ -305,17 +305,19 @@ class TrackedRun:
     # ------------------------------------------------------------------ metrics
     def train_callback(self) -> "MlflowTrainCallback":
         """A trainer callback that buffers metrics, sends them in batches and logs the loss curve."""
+        from lmcore.tracking_callback import MlflowTrainCallback
+
         cb = MlflowTrainCallback(self)
         self._callbacks.append(cb)
         return cb
 
-    @_never_fails
+    @never_fails
     def log_metrics(self, metrics: dict[str, Any], step: int = 0, prefix: str = "") -> int:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         items = [Metric(prefix + k, n, now, step) for k, v in metrics.items()
-                 if (n := _numeric(v)) is not None]
+                 if (n := numeric(v)) is not None]
         for i in range(0, len(items), 1000):
             self.client.log_batch(self.run_id, metrics=items[i:i + 1000], synchronous=True)
         return len(items)
@@ -357,109 +359,27 @@ class NullRun:
     def log_eval(self, metrics: dict[str, Any], step: int = 0) -> None: ...
 
     def train_callback(self) -> "NullCallback":
+        from lmcore.tracking_callback import NullCallback
+
         return NullCallback()
 
     def register(self, model_dir: str | Path, lineage: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
         return {"name": None, "version": None, "alias": None}
 
 
-class NullCallback:
-    """Trainer callback that records nothing."""
-
-    def on_train_start(self, info: dict | None = None) -> None: ...
-    def on_log(self, step: int, metrics: dict) -> None: ...
-    def on_eval(self, step: int, metrics: dict) -> None: ...
-    def on_checkpoint(self, step: int, path: Any) -> None: ...
-    def on_train_end(self, summary: dict | None = None) -> None: ...
-
-
-class MlflowTrainCallback:
-    """Trainer callback (``on_log`` / ``on_eval`` / ``on_train_end``) writing to one MLflow run.
-
-    Metrics go through a :class:`MetricBuffer` (background thread, batches of up
-    to 1000, retry with backoff). Loss and learning-rate history is also kept
-    here so that ``on_train_end`` can draw ``plots/loss_curve.png`` even if the
-    server was down meanwhile.
-    """
-
-    def __init__(self, run: TrackedRun):
-        from mlflow.entities import Metric
-
-        self.run = run
-        tcfg = run.cfg.tracking
-        client, run_id = run.client, run.run_id
-
-        def send(batch) -> None:
-            client.log_batch(run_id, metrics=[Metric(m.key, m.value, m.timestamp, m.step) for m in batch],
-                             synchronous=True)
-
-        self.buffer = MetricBuffer(send, flush_every=tcfg.flush_every_seconds,
-                                   max_pending=tcfg.max_buffered_metrics)
-        self.train_loss: list[tuple[int, float]] = []
-        self.val_loss: list[tuple[int, float]] = []
-        self.lr: list[tuple[int, float]] = []
-        self.unsent = 0
-        self._closed = False
-
-    def on_train_start(self, info: dict | None = None) -> None:
-        if info:
-            scalars = {f"lmcore.train.{k}": v for k, v in info.items() if isinstance(v, (int, float, str))}
-            self.run.set_tags(dict(list(scalars.items())[:50]))
-
-    def on_log(self, step: int, metrics: dict) -> None:
-        for key, value in metrics.items():
-            number = _numeric(value)
-            if number is None or key == "step":
-                continue
-            self.buffer.add(key, number, step)
-        if _numeric(metrics.get("loss")) is not None:
-            self.train_loss.append((step, float(metrics["loss"])))
-        if _numeric(metrics.get("lr")) is not None:
-            self.lr.append((step, float(metrics["lr"])))
-
-    def on_eval(self, step: int, metrics: dict) -> None:
-        for key, value in metrics.items():
-            number = _numeric(value)
-            if number is None or key == "step":
-                continue
-            self.buffer.add(key if key.startswith("val_") else f"val_{key}", number, step)
-        loss = metrics.get("val_loss", metrics.get("loss"))
-        if _numeric(loss) is not None:
-            self.val_loss.append((step, float(loss)))
-
-    def on_checkpoint(self, step: int, path: Any) -> None:
-        return None
-
-    def on_train_end(self, summary: dict | None = None) -> None:
-        """Send what is left (within ``tracking.final_flush_timeout``) and log the loss-curve PNG."""
-        self.close()
-        if summary:
-            self.run.log_metrics({k: v for k, v in summary.items() if k != "step"}, prefix="train_final.")
-        self._log_plot()
-
-    def close(self) -> int:
-        if not self._closed:
-            self._closed = True
-            self.unsent = self.buffer.close(timeout=self.run.cfg.tracking.final_flush_timeout)
-        return self.unsent
-
-    @_never_fails
-    def _log_plot(self) -> None:
-        from lmcore.loss_plot import plot_loss_curve
-
-        if not self.train_loss and not self.val_loss:
-            return
-        with tempfile.TemporaryDirectory(prefix="lmcore-plot-") as tmp:
-            png = plot_loss_curve(self.train_loss, Path(tmp) / "loss_curve.png", val=self.val_loss, lr=self.lr)
-            self.run.client.log_artifact(self.run.run_id, str(png), "plots")
-
-
 # --------------------------------------------------------------------------- helpers
 
 
 def dataset_digest(shard_manifest: dict[str, Any]) -> str:
-    """16 hex chars of sha256 over the shard files' names and hashes (the store key if none listed)."""
+    """16 hex chars of sha256 over the shard files' names and hashes (the store key if none listed).
+
+    Without a ``files`` list, the ``manifest.json`` in ``shard_manifest["dir"]`` is read for one.
+    """
     files = shard_manifest.get("files") or []
+    manifest_path = Path(str(shard_manifest.get("dir", ""))) / "manifest.json"
+    if not files and shard_manifest.get("dir") and manifest_path.is_file():
+        files = json.loads(manifest_path.read_text(encoding="utf-8")).get("files") or []
+    files = [f for f in files if isinstance(f, dict) and f.get("name") != "manifest.json"]
     h = hashlib.sha256()
     for f in sorted(files, key=lambda f: f.get("name", "")):
         h.update(f"{f.get('name')}:{f.get('sha256')}\n".encode())

@@ -69,6 +69,12 @@ def register_model(run: "TrackedRun", model_dir: Path, lineage: dict[str, Any],
 
     bpb = bits_per_byte(metrics)
     tags = {f"lmcore.{k}": str(v) for k, v in lineage.items() if v is not None}
+    run_tags = client.get_run(run.run_id).data.tags  # lineage the run already knows
+    for run_tag, version_tag in (("lmcore.data.digest", "lmcore.data_digest"),
+                                 ("mlflow.source.git.commit", "lmcore.git_commit"),
+                                 ("lmcore.flow_run_id", "lmcore.flow_run_id")):
+        if run_tags.get(run_tag) and version_tag not in tags:
+            tags[version_tag] = run_tags[run_tag]
     tags["lmcore.model_dir"] = str(Path(model_dir).resolve())
     if bpb is not None:
         tags[BPB_TAG] = repr(bpb)

@@ -1,0 +1,113 @@
+"""The trainer callback that records a training run in MLflow.
+
+Why its own module: it is the one piece of tracking that runs inside the
+training loop, so it must cost nothing per step. ``on_log``/``on_eval`` only
+append to a :class:`~lmcore.tracking_buffer.MetricBuffer` (sent in batches by a
+background thread) and to in-memory loss/lr series; ``on_train_end`` sends
+what is left within ``tracking.final_flush_timeout`` and logs
+``plots/loss_curve.png`` drawn from those series, so the plot exists even if
+the server was down for part of the run.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lmcore.tracking import never_fails, numeric
+from lmcore.tracking_buffer import MetricBuffer
+
+if TYPE_CHECKING:
+    from lmcore.tracking import TrackedRun
+
+
+class NullCallback:
+    """Trainer callback that records nothing."""
+
+    def on_train_start(self, info: dict | None = None) -> None: ...
+    def on_log(self, step: int, metrics: dict) -> None: ...
+    def on_eval(self, step: int, metrics: dict) -> None: ...
+    def on_checkpoint(self, step: int, path: Any) -> None: ...
+    def on_train_end(self, summary: dict | None = None) -> None: ...
+
+
+class MlflowTrainCallback:
+    """Trainer callback (``on_log`` / ``on_eval`` / ``on_train_end``) writing to one MLflow run.
+
+    Metrics go through a :class:`MetricBuffer` (background thread, batches of up
+    to 1000, retry with backoff). Loss and learning-rate history is also kept
+    here so that ``on_train_end`` can draw ``plots/loss_curve.png`` even if the
+    server was down meanwhile.
+    """
+
+    def __init__(self, run: TrackedRun):
+        from mlflow.entities import Metric
+
+        self.run = run
+        tcfg = run.cfg.tracking
+        client, run_id = run.client, run.run_id
+
+        def send(batch) -> None:
+            client.log_batch(run_id, metrics=[Metric(m.key, m.value, m.timestamp, m.step) for m in batch],
+                             synchronous=True)
+
+        self.buffer = MetricBuffer(send, flush_every=tcfg.flush_every_seconds,
+                                   max_pending=tcfg.max_buffered_metrics)
+        self.train_loss: list[tuple[int, float]] = []
+        self.val_loss: list[tuple[int, float]] = []
+        self.lr: list[tuple[int, float]] = []
+        self.unsent = 0
+        self._closed = False
+
+    def on_train_start(self, info: dict | None = None) -> None:
+        if info:
+            scalars = {f"lmcore.train.{k}": v for k, v in info.items() if isinstance(v, (int, float, str))}
+            self.run.set_tags(dict(list(scalars.items())[:50]))
+
+    def on_log(self, step: int, metrics: dict) -> None:
+        for key, value in metrics.items():
+            number = numeric(value)
+            if number is None or key == "step":
+                continue
+            self.buffer.add(key, number, step)
+        if numeric(metrics.get("loss")) is not None:
+            self.train_loss.append((step, float(metrics["loss"])))
+        if numeric(metrics.get("lr")) is not None:
+            self.lr.append((step, float(metrics["lr"])))
+
+    def on_eval(self, step: int, metrics: dict) -> None:
+        for key, value in metrics.items():
+            number = numeric(value)
+            if number is None or key == "step":
+                continue
+            self.buffer.add(key if key.startswith("val_") else f"val_{key}", number, step)
+        loss = metrics.get("val_loss", metrics.get("loss"))
+        if numeric(loss) is not None:
+            self.val_loss.append((step, float(loss)))
+
+    def on_checkpoint(self, step: int, path: Any) -> None:
+        return None
+
+    def on_train_end(self, summary: dict | None = None) -> None:
+        """Send what is left (within ``tracking.final_flush_timeout``) and log the loss-curve PNG."""
+        self.close()
+        if summary:
+            self.run.log_metrics({k: v for k, v in summary.items() if k != "step"}, prefix="train_final.")
+        self._log_plot()
+
+    def close(self) -> int:
+        if not self._closed:
+            self._closed = True
+            self.unsent = self.buffer.close(timeout=self.run.cfg.tracking.final_flush_timeout)
+        return self.unsent
+
+    @never_fails
+    def _log_plot(self) -> None:
+        from lmcore.loss_plot import plot_loss_curve
+
+        if not self.train_loss and not self.val_loss:
+            return
+        with tempfile.TemporaryDirectory(prefix="lmcore-plot-") as tmp:
+            png = plot_loss_curve(self.train_loss, Path(tmp) / "loss_curve.png", val=self.val_loss, lr=self.lr)
+            self.run.client.log_artifact(self.run.run_id, str(png), "plots")
