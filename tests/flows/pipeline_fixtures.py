@@ -51,3 +51,23 @@ def tiny_config(corpus: Path, store: Path, models: Path, **sections: dict[str, A
 
 def statuses(records: dict[str, Any]) -> dict[str, str]:
     return {stage: rec["status"] for stage, rec in records.items() if not stage.startswith("_")}
+
+
+def tiny_registered_model(models_dir: Path, name: str = "tiny") -> str:
+    """Save an untrained tiny Transformer + a small BPE tokenizer with ModelManager; returns the id."""
+    import torch
+    from tokenizers import pre_tokenizers, trainers
+
+    from lmcore import ModelManager, chat
+    from lmcore.config import ModelConfig
+    from lmcore.model import Transformer
+    from lmcore.tokenizer import LmcoreTokenizer, new_bpe_tokenizer
+
+    tok = new_bpe_tokenizer()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=list(chat.SPECIAL_TOKENS), show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator([" ".join(WORDS)] * 5, trainer=trainer)
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(vocab_size=300, hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1,
+                                    intermediate_size=64, seq_length=64))
+    return ModelManager(models_dir).save_model(model, LmcoreTokenizer(tok), {"name": name})
