@@ -116,3 +116,17 @@ def test_crash_after_a_checkpoint_then_resume_matches_an_uninterrupted_run(tmp_p
     assert summary["steps"] == 7 and summary["resumed_from"] == str(source)
     for name, tensor in weights(trainer).items():
         assert torch.equal(tensor, expected[name]), name
+
+
+def test_time_budget_stops_the_run_and_the_lr_has_decayed_by_then(tmp_path, tiny_cfg, tiny_model_cfg):
+    trainer, train, _ = make(tiny_cfg, max_epochs=1000, max_time=1.5, checkpoint_every=10_000, warmup_steps=None,
+                             warmup_ratio=0.0, min_lr_ratio=0.0)
+    trainer.train_step(train.batches[:1], lr=0.0)          # first-call overheads outside the budget
+    rec = Recorder()
+    summary = fit(trainer, tiny_model_cfg, train, None, tmp_path, [rec])
+    lrs = [e[2]["lr"] for e in rec.events if e[0] == "log"]
+    assert summary["stopped_by"] == "max_time" and summary["elapsed_s"] >= 1.5
+    assert summary["steps"] < 1000 * len(train)             # the epochs would have allowed far more
+    assert len(lrs) >= 2 and lrs[0] > 0.9 * 1e-2
+    assert all(a > b for a, b in zip(lrs, lrs[1:]))         # cosine over elapsed time, not over steps
+    assert lrs[-1] < 0.5 * 1e-2
