@@ -31,9 +31,10 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, plan: AttentionPlan,
                 cache: Optional[KVCache] = None) -> torch.Tensor:
         B, T, _ = x.shape
-        qkv = self.qkv_proj(x).view(B, T, self.num_heads + 2 * self.kv_heads, self.head_dim)
-        q, k, v = qkv.transpose(1, 2).split([self.num_heads, self.kv_heads, self.kv_heads], dim=1)  # [B, heads, T, D]
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        H, KV = self.num_heads, self.kv_heads
+        qkv = self.qkv_proj(x).view(B, T, H + 2 * KV, self.head_dim).transpose(1, 2)  # [B, H + 2KV, T, D]
+        qk = apply_rope(qkv[:, : H + KV], cos, sin)  # queries and keys rotate together: one set of kernels
+        q, k, v = qk[:, :H], qk[:, H:], qkv[:, H + KV:]
         if cache is not None:
             k, v = cache.update(self.layer_idx, k, v)
         y = attend(q, k, v, plan)  # [B, H, T, D]

@@ -83,7 +83,8 @@ def _decode(model, ids: torch.Tensor, mask: torch.Tensor, max_new_tokens: int, t
         plan = AttentionPlan(backend, is_causal=False, mask=((causal & mask[:, None, :]) | eye)[:, None])
     else:
         plan = AttentionPlan(backend, is_causal=True)
-    logits = model.forward_cached(ids, positions, plan, cache)
+    rope = model.rope_table(P + max_new_tokens)
+    logits = model.forward_cached(ids, positions, plan, cache, rope)
     pos = positions[:, -1:]
     finished = torch.zeros(B, dtype=torch.bool, device=ids.device)
     step_plan = AttentionPlan(backend, is_causal=False)
@@ -100,7 +101,7 @@ def _decode(model, ids: torch.Tensor, mask: torch.Tensor, max_new_tokens: int, t
         pos = pos + 1
         if padded:
             step_plan.mask = key_valid[:, None, None, : cache.length + 1]
-        logits = model.forward_cached(token[:, None], pos, step_plan, cache)
+        logits = model.forward_cached(token[:, None], pos, step_plan, cache, rope)
     return out
 
 

@@ -92,18 +92,26 @@ class Transformer(nn.Module):
         return F.linear(x, self.embed_tokens.weight) if self.lm_head is None else self.lm_head(x)
 
     def forward_cached(self, input_ids: torch.Tensor, positions: torch.Tensor, plan: AttentionPlan,
-                       cache: KVCache, last_only: bool = True) -> torch.Tensor:
+                       cache: KVCache, rope_table: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
+                       last_only: bool = True) -> torch.Tensor:
         """One incremental step for generation: append ``input_ids`` ``[B, T]`` at ``positions`` ``[B, T]``
-        to ``cache`` and return logits (``[B, V]`` for the last position when ``last_only``, else ``[B, T, V]``)."""
+        to ``cache`` and return logits (``[B, V]`` for the last position when ``last_only``, else ``[B, T, V]``).
+
+        ``rope_table`` (from :meth:`rope_table`) saves recomputing the angles at every step."""
         x = self.embed_tokens(input_ids)
-        cos, sin = self._rope(positions, x.dtype)
-        cos, sin = cos[:, None], sin[:, None]  # [B, 1, T, D]: broadcast over heads
+        cos_table, sin_table = rope_table or self.rope_table(int(positions.max()) + 1)
+        cos, sin = cos_table[positions][:, None], sin_table[positions][:, None]  # [B, 1, T, D]: broadcast over heads
         for layer in self.layers:
             x = layer(x, cos, sin, plan, cache)
         cache.advance(input_ids.shape[1])
         if last_only:
             x = x[:, -1]
         return self.head(self.norm(x))
+
+    def rope_table(self, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``cos, sin`` ``[length, D]`` for positions ``0..length-1`` in this model's dtype and device."""
+        w = self.embed_tokens.weight
+        return self._rope(torch.arange(length, device=w.device), w.dtype)
 
     def _rope(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         cos, sin = rope_tables(self.config.head_dim, self.config.rope_theta, positions)

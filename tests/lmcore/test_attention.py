@@ -71,3 +71,15 @@ def test_requested_flash_without_flash_attn_falls_back_to_sdpa_with_a_warning():
 def test_unknown_backend_is_refused():
     with pytest.raises(ValueError, match="attention backend"):
         resolve_backend("xformers", torch.device("cpu"), torch.float32)
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_single_query_decoding_step_agrees_with_math(seed, padded):
+    q, _, _ = qkv(batch=2, heads=6, kv_heads=2, T=1)
+    _, k, v = qkv(batch=2, heads=6, kv_heads=2, T=9)
+    mask = torch.ones(2, 1, 1, 9, dtype=torch.bool)
+    if padded:
+        mask[0, ..., :4] = False  # row 0 was left-padded by 4
+    plan_sdpa = AttentionPlan("sdpa", is_causal=False, mask=mask if padded else None)
+    plan_math = AttentionPlan("math", is_causal=False, mask=mask if padded else None)
+    torch.testing.assert_close(attend(q, k, v, plan_sdpa), attend(q, k, v, plan_math), rtol=1e-5, atol=1e-5)
