@@ -121,3 +121,16 @@ def test_chat_records_are_flattened_in_shards_when_conversation_format_is_off(tm
     assert (flat["kind"], flat["text"], flat["messages"]) == ("text", "user: Hi\n\nassistant: Yo", None)
     assert (chat["kind"], chat["text"]) == ("chat", None)
     assert json.loads(chat["messages"]) == [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]
+
+
+def test_shard_counts_match_validate_and_progress_reaches_the_total(messy, tmp_path):
+    from lmcore.data.validate import run_validate
+
+    cfg = DataConfig(min_text_length=MIN_TEXT_LENGTH)
+    paths = [str(p) for p in messy.paths]
+    calls = []
+    shard = run_shard(paths, cfg, tmp_path / "shards", progress=lambda done, total: calls.append((done, total)))
+    validate = run_validate(paths, cfg, tmp_path / "validate")
+    assert (shard["totals"], shard["reasons"]) == (validate["totals"], validate["reasons"])
+    total = sum(p.stat().st_size for p in messy.paths)
+    assert calls[-1] == (total, total)
