@@ -208,12 +208,59 @@ def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def full_optimizer_state_dict(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
-    """Optimizer state keyed like an unsharded run (collective under FSDP; rank 0 gets it)."""
+    """``optimizer.state_dict()`` as an unsharded run would write it (parameters numbered in
+    ``param_groups`` order), so a checkpoint loads the same with or without FSDP. A collective
+    under FSDP: call on every rank; rank 0 gets the state, other ranks an empty dict."""
     if not is_sharded(model):
         return optimizer.state_dict()
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
 
-    return get_optimizer_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    by_name = get_optimizer_state_dict(model, optimizer,
+                                       options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if not by_name:
+        return {}
+    index = {name: i for i, name in enumerate(_param_names_in_optimizer_order(model, optimizer))}
+    groups = [{**g, "params": [index[n] for n in g["params"]]} for g in by_name["param_groups"]]
+    return {"state": {index[n]: v for n, v in by_name["state"].items()}, "param_groups": groups}
+
+
+def load_full_state(model: nn.Module, optimizer: Optional[torch.optim.Optimizer], model_state: dict,
+                    optimizer_state: Optional[dict] = None) -> None:
+    """Load full (unsharded) model and optimizer state into a possibly FSDP-sharded model; under
+    FSDP every rank calls it with the full state. Plain models use ``load_state_dict``."""
+    if not is_sharded(model):
+        unwrap_model(model).load_state_dict(model_state)
+        if optimizer is not None and optimizer_state is not None:
+            optimizer.load_state_dict(optimizer_state)
+        return
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        set_model_state_dict,
+        set_optimizer_state_dict,
+    )
+
+    options = StateDictOptions(full_state_dict=True)
+    set_model_state_dict(model, model_state, options=options)
+    if optimizer is not None and optimizer_state is not None:
+        names = _param_names_in_optimizer_order(model, optimizer)
+        groups = [{**g, "params": [names[i] for i in g["params"]]} for g in optimizer_state["param_groups"]]
+        by_name = {"state": {names[i]: v for i, v in optimizer_state["state"].items()}, "param_groups": groups}
+        set_optimizer_state_dict(model, optimizer, by_name, options=options)
+
+
+def _param_names_in_optimizer_order(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[str]:
+    names = {id(p): n for n, p in unwrap_model(model).named_parameters()}
+    return [names[id(p)] for g in optimizer.param_groups for p in g["params"]]
+
+
+class GatheredState:
+    """Stands in for a module or optimizer whose full state was gathered: ``state_dict()`` returns it."""
+
+    def __init__(self, state: dict):
+        self._state = state
+
+    def state_dict(self) -> dict:
+        return self._state
 
 
 def local_tensor(value: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -112,6 +113,8 @@ class Trainer:
         self.scaler.unscale_(self.optimizer)
         max_norm = self.cfg.training.max_grad_norm or math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        if hasattr(grad_norm, "full_tensor"):  # FSDP: the norm is a DTensor
+            grad_norm = grad_norm.full_tensor()
         loss_t, norm_t = torch.stack([loss_sum / total_targets, grad_norm.float()]).tolist()
         loss_ok, grads_ok = math.isfinite(loss_t), math.isfinite(norm_t)
 
@@ -146,17 +149,43 @@ class Trainer:
         return {"progress": self.progress.state_dict(), "rng": capture_rng_state(),
                 "scaler": self.scaler.state_dict(), "loader": to_safe(loader_state)}
 
+    @property
+    def sharded(self) -> bool:
+        """True under FSDP: saving and loading are then collectives over every rank."""
+        from lmcore.train.distributed import is_sharded
+
+        return self.ctx.world_size > 1 and is_sharded(self.model)
+
     def save(self, dest, model_cfg, loader_state: dict | None, metadata: dict | None = None):
+        """Write a checkpoint. Under FSDP every rank calls this (the full state is gathered) and
+        only rank 0 writes; other ranks get None."""
         meta = {"step": self.progress.step, "tokens_seen": self.progress.tokens_seen, "epoch": self.progress.epoch}
         meta.update(metadata or {})
-        return ckpt.save_checkpoint(dest, model=self.model, model_cfg=model_cfg, optimizer=self.optimizer,
+        model, optimizer = self.model, self.optimizer
+        if self.sharded:
+            from lmcore.train.distributed import GatheredState, full_optimizer_state_dict, full_state_dict
+
+            model = GatheredState(full_state_dict(self.model))
+            optimizer = GatheredState(full_optimizer_state_dict(self.model, self.optimizer))
+            if not self.ctx.is_main:
+                return None
+        return ckpt.save_checkpoint(dest, model=model, model_cfg=model_cfg, optimizer=optimizer,
                                     trainer_state=self.trainer_state(loader_state), pipeline_cfg=self.cfg,
                                     metadata=meta)
 
     def load(self, ckpt_dir) -> dict | None:
         """Restore weights, optimizer, scaler, RNG and progress from ``ckpt_dir``; return the loader state."""
-        ckpt.load_weights(ckpt_dir, self.model)
-        self.optimizer.load_state_dict(ckpt.load_optimizer_state(ckpt_dir))
+        if self.sharded:  # FSDP: every rank reads the full state and keeps its shard
+            from safetensors.torch import load_file
+
+            from lmcore.train.distributed import load_full_state
+
+            ckpt.verify_checkpoint(ckpt_dir)
+            load_full_state(self.model, self.optimizer, load_file(str(Path(ckpt_dir) / ckpt.WEIGHTS)),
+                            ckpt.load_optimizer_state(ckpt_dir))
+        else:
+            ckpt.load_weights(ckpt_dir, self.model)
+            self.optimizer.load_state_dict(ckpt.load_optimizer_state(ckpt_dir))
         state = ckpt.load_trainer_state(ckpt_dir)
         self.progress = TrainProgress.from_state_dict(state["progress"])
         if state.get("scaler"):

@@ -209,9 +209,10 @@ def fit(trainer: Trainer, model_cfg, train_loader, eval_loader, out_dir: Path, c
         "resumed_from": str(resumed_from) if resumed_from else None,
         "compile_failed": bool(getattr(trainer.train_model, "compile_failed", False)),
     }
-    if ctx.is_main:
+    if ctx.is_main or trainer.sharded:  # FSDP: saving gathers over every rank; rank 0 writes
         meta = {"metrics": {"loss": progress.last_loss, **final_eval}, "stopped_by": stopped_by, "summary": summary}
         trainer.save(final_dir, model_cfg, train_loader.state_dict(), meta)
+    if ctx.is_main:
         emit("on_checkpoint", progress.step, final_dir)
     ctx.barrier()
     emit("on_train_end", summary)
@@ -240,9 +241,10 @@ def _save_step_checkpoint(trainer: Trainer, model_cfg, root: Path, train_loader,
     eval_loss = step_meta.get("eval_loss")
     if eval_loss is not None and (progress.best_checkpoint_loss is None or eval_loss < progress.best_checkpoint_loss):
         progress.best_checkpoint, progress.best_checkpoint_loss = str(dest), eval_loss
-    if trainer.ctx.is_main:
+    if trainer.ctx.is_main or trainer.sharded:  # FSDP: saving gathers over every rank; rank 0 writes
         trainer.save(dest, model_cfg, train_loader.state_dict(),
                      {"metrics": {"loss": progress.last_loss, **step_meta}})
+    if trainer.ctx.is_main:
         best = Path(progress.best_checkpoint) if progress.best_checkpoint else None
         ckpt.prune_checkpoints(root, t.keep_last_checkpoints, best=best)
         emit("on_checkpoint", progress.step, dest)

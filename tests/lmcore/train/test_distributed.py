@@ -2,10 +2,10 @@
 
 The key property: two processes with micro-batch 2 follow the same loss curve as one
 process with micro-batch 4 (the same global batch), because the loss is normalised by
-the GLOBAL target-token count and DDP/FSDP average gradients over ranks.
+the GLOBAL target-token count and DDP/FSDP average gradients over ranks. Both go through
+the real ``run_train``, which relaunches itself under torchrun when nproc_per_node > 1.
 """
 
-import json
 import sys
 from pathlib import Path
 
@@ -34,11 +34,13 @@ VOCAB = 96
 MODEL = ModelConfig(vocab_size=VOCAB, hidden_size=32, num_layers=2, num_heads=2, seq_length=32)
 
 
-def training_config(batch_size: int, nproc: int, strategy: str = "ddp", accum: int = 1) -> PipelineConfig:
+def training_config(batch_size: int, nproc: int, strategy: str = "ddp", accum: int = 1,
+                    max_steps: int = 5) -> PipelineConfig:
     return PipelineConfig.from_dict({
         "training": {"batch_size": batch_size, "nproc_per_node": nproc, "strategy": strategy,
-                     "gradient_accumulation_steps": accum, "max_steps": 5, "learning_rate": 1e-2,
-                     "warmup_steps": 0, "log_every": 1, "eval_every": 1000, "checkpoint_every": 1000, "seed": 3},
+                     "gradient_accumulation_steps": accum, "max_steps": max_steps, "learning_rate": 1e-2,
+                     "scheduler_type": "constant_with_warmup", "warmup_steps": 0, "log_every": 1,
+                     "eval_every": 1000, "checkpoint_every": 1000, "seed": 3},
         "precision": {"dtype": "fp32"}})
 
 
@@ -85,16 +87,30 @@ def test_ddp_two_processes_follow_the_single_process_loss_curve(token_dir, tmp_p
     assert summary["steps"] == 5 and summary["final_loss"] == pytest.approx(single.losses[-1], rel=1e-5)
 
 
-def test_fsdp_two_processes_with_accumulation_match_one_process(tmp_path):
-    # FSDP2 (fully_shard per block, then root) on gloo, 2 micro-batches per update; the worker's own
-    # loop uses wrap_model, no_sync and gradient_scale and compares against world size 1 in-process.
-    out = tmp_path / "fsdp.json"
-    launch_torchrun(2, str(WORKER), ["fsdp", str(out)], on_line=lambda line: None)
-    result = json.loads(out.read_text())
-    reference = _reference_losses()
-    assert result["sharded"] is True
-    assert result["state_dict_keys"] == sorted(_fresh_model().state_dict())
-    np.testing.assert_allclose(result["losses"], reference, rtol=1e-5)
+def test_fsdp_run_train_matches_one_process_and_resumes_from_its_own_checkpoint(token_dir, tmp_path):
+    # FSDP2 (fully_shard per block, then root) on gloo, 2 micro-batches per update (no_sync path).
+    # 2 ranks x micro-batch 1 x 2 accumulation == 1 rank x micro-batch 2 x 2 accumulation.
+    single = LossRecorder()
+    run_train(training_config(2, 1, accum=2, max_steps=5), MODEL, [token_dir], None, tmp_path / "one", [single])
+    first, resumed = LossRecorder(), LossRecorder()
+    run_train(training_config(1, 2, "fsdp", accum=2, max_steps=3), MODEL, [token_dir], None, tmp_path / "fsdp",
+              [first])
+    # the final checkpoint is complete (gathered from the shards): it resumes to step 5
+    summary = run_train(training_config(1, 2, "fsdp", accum=2, max_steps=5), MODEL, [token_dir], None,
+                        tmp_path / "fsdp", [resumed])
+    assert summary["resumed_from"] and summary["steps"] == 5
+    np.testing.assert_allclose(first.losses + resumed.losses, single.losses, rtol=1e-5)
+    from safetensors.torch import load_file
+
+    sharded = load_file(str(tmp_path / "fsdp" / "final" / "model.safetensors"))
+    plain = load_file(str(tmp_path / "one" / "final" / "model.safetensors"))
+    assert sharded.keys() == plain.keys()
+    for name in plain:
+        torch.testing.assert_close(sharded[name], plain[name], rtol=1e-4, atol=1e-5)
+    opt_sharded = torch.load(tmp_path / "fsdp" / "final" / "optimizer.pt", weights_only=True)
+    opt_plain = torch.load(tmp_path / "one" / "final" / "optimizer.pt", weights_only=True)
+    assert opt_sharded["state"].keys() == opt_plain["state"].keys()
+    assert [g["params"] for g in opt_sharded["param_groups"]] == [g["params"] for g in opt_plain["param_groups"]]
 
 
 def test_launch_torchrun_raises_with_the_failing_ranks_traceback(tmp_path):
@@ -139,24 +155,3 @@ def test_transformer_blocks_and_unwrap_find_the_model_layers():
     wrapper = torch.nn.Module()
     wrapper.module = model
     assert unwrap_model(wrapper) is model
-
-
-# --------------------------------------------------------------------------- reference for the FSDP worker
-
-
-def _fresh_model():
-    sys.path.insert(0, str(WORKER.parent))
-    try:
-        import distributed_worker
-    finally:
-        sys.path.pop(0)
-    return distributed_worker.build_model()
-
-
-def _reference_losses() -> list[float]:
-    sys.path.insert(0, str(WORKER.parent))
-    try:
-        import distributed_worker
-    finally:
-        sys.path.pop(0)
-    return distributed_worker.train(single_process_context("cpu"), "fsdp")[0]
