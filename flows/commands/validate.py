@@ -59,8 +59,10 @@ def register(app: typer.Typer) -> None:
         else:
             console.print(render_report(report))
             if out:
-                console.print(f"report: {out / REPORT_FILE}  quarantine: {out / 'quarantine.jsonl'}")
+                console.print(f"report: {out / REPORT_FILE}  quarantine: {out / 'quarantine.jsonl'}", soft_wrap=True)
         if strict and report["invalid_fraction"] > data_cfg.max_invalid_fraction:
+            typer.echo(f"--strict: invalid fraction {report['invalid_fraction']:.2%} > data.max_invalid_fraction "
+                       f"{data_cfg.max_invalid_fraction:.2%}", err=True)
             raise typer.Exit(code=1)
 
 
