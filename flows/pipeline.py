@@ -60,11 +60,13 @@ def expand_paths(patterns: list[str], key: str) -> list[str]:
 def resolve_model(cfg: PipelineConfig) -> tuple[str, ModelConfig]:
     """The preset (``auto`` resolved against this machine) and the architecture to train."""
     preset = cfg.model.config_preset
-    if preset == "auto":
-        from lmcore.hardware import choose_preset, detect
+    if preset == "auto":  # largest preset that fits; gradient checkpointing on when only that fits
+        from lmcore.hardware import resolve_model_config
 
-        preset = choose_preset(cfg, detect())
-    model_cfg = cfg.model.resolve(preset)
+        model_cfg, choice = resolve_model_config(cfg)
+        preset = choice.name
+    else:
+        model_cfg = cfg.model.resolve(preset)
     vocab = cfg.tokenizer.vocab_size or model_cfg.vocab_size
     return preset, model_cfg.model_copy(update={"vocab_size": vocab})
 

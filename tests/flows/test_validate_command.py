@@ -21,8 +21,9 @@ def test_validate_prints_the_report_as_json_and_exits_zero_even_with_bad_lines(t
 
 def test_validate_strict_exits_one_above_the_invalid_limit_and_keeps_files_with_out(tmp_path, capsys):
     code = main(["validate", _data(tmp_path), "--strict", "--out", str(tmp_path / "rep")])
-    printed = capsys.readouterr().out
-    assert code == 1
+    captured = capsys.readouterr()
+    printed = captured.out
+    assert code == 1 and "max_invalid_fraction" in captured.err
     assert "malformed_json" in printed and "Validation summary" in printed
     assert (tmp_path / "rep" / "report.json").is_file() and (tmp_path / "rep" / "quarantine.jsonl").is_file()
 
