@@ -147,7 +147,7 @@ def run_stages(cfg: PipelineConfig, until: str = "register", refresh: Optional[s
             s = _call("shard", shard.shard_task, "shard" in fresh, records,
                       files=files, eval_files=eval_files, validate=v, config=config, store=store)
             run.log_stage("shard", s["key"], s["summary"])
-            run.log_dataset({**s["summary"], "key": s["key"], "dir": s["dir"]})
+            run.log_dataset({"key": s["key"], "dir": s["dir"]})  # files + sha256 come from its manifest.json
         if stop >= 2:
             preset, model_cfg = resolve_model(cfg)
             t = _call("tokenizer", tokenizer.tokenizer_task, "tokenizer" in fresh, records,

@@ -79,3 +79,19 @@ def test_deleted_store_directory_is_recomputed_although_prefect_remembers_it(fir
     records = pipeline(cfg_for(workdir))
     assert statuses(records)["evaluate"] == "ran" and statuses(records)["train"] == "cached"
     assert json.loads((Path(records["evaluate"]["dir"]) / "metrics.json").read_text())["eval_loss"] > 0
+
+
+def test_with_tracking_the_run_carries_stage_keys_and_the_model_becomes_a_registered_version(first_run, workdir):
+    from mlflow import MlflowClient
+
+    cfg = cfg_for(workdir, tracking={"enabled": True, "registered_model_name": "tiny-test"})
+    records = pipeline(cfg)
+    assert statuses(records)["train"] == "cached" and statuses(records)["register"] == "ran"
+    client = MlflowClient(cfg.tracking_uri())
+    run = client.get_run(records["_run"]["mlflow_run_id"])
+    assert run.data.tags["lmcore.train.key"] == records["train"]["key"]
+    assert run.data.tags["lmcore.tokenizer.key"] == records["tokenizer"]["key"]
+    registered = records["register"]["summary"]["mlflow"]
+    assert registered["name"] == "tiny-test" and str(registered["version"]) == "1"
+    version = client.get_model_version("tiny-test", "1")
+    assert version.run_id == run.info.run_id
