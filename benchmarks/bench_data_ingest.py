@@ -14,18 +14,21 @@ are Shakespeare passages of 200-1,500 characters with a unique tag, plus about
     .venv/bin/python benchmarks/bench_data_ingest.py --sizes 50      # quicker
     .venv/bin/python benchmarks/bench_data_ingest.py --json          # machine-readable
 
-Measured (Nov 2026, 2 shared cores, load average ~10 from other jobs, so wall-clock
-MB/s is pessimistic; MB/cpu-s is the single-core rate):
+Measured (Nov 2026, 2 cores shared with other jobs, load average 10-12, so wall-clock
+MB/s is pessimistic; MB/cpu-s is the single-core rate; ranges are over 3 runs):
 
-    stage     corpus      MB/s  MB/cpu-s  peak RSS MB
-    validate  shakespeare  50    175        52
-    shard     shakespeare  15     52       142
-    validate  50 MB        29-50  95-101    58
-    shard     50 MB        11-25  36-51    159-161
-    validate  500 MB       13-19  62-67     68
-    shard     500 MB       11-14  37-44    177-181
-    peak RSS 500 MB / 50 MB: validate 1.17, shard 1.11-1.14 (target <= 1.5)
+    stage     corpus        MB/s    MB/cpu-s  peak RSS MB
+    validate  shakespeare   50-94   175-212      52
+    shard     shakespeare   8-35     52-78     132-142
+    validate  50 MB         18-50    86-114      58
+    shard     50 MB         7-25     36-55     157-161
+    validate  500 MB        13-34    62-76       68
+    shard     500 MB        11-14    37-45     177-181
+    validate  50 MB .gz     16-20    57-60       60
+    validate  50 MB .zst    21-27    65-86       62
+    peak RSS 500 MB / 50 MB: validate 1.16-1.17, shard 1.11-1.14 (target <= 1.5)
     parse only: json 108-138 MB/s, orjson 320-410 MB/s (why orjson)
+    CPU per 50 MB slice of the 500 MB validate stays flat (80-95 MB/cpu-s): no growth with size.
 
 Negative result: ``pa.array(list_of_str)`` imports pandas on first use (+0.5 s,
 +50 MB RSS per process); shard builds Arrow columns from buffers instead.
