@@ -51,7 +51,8 @@ class InputFile:
         return os.path.getsize(self.path)
 
 
-DIRECTORY_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".json", ".json.gz", ".json.zst")
+# Not ``.json``: dataset folders hold metadata such as dataset_info.json that is not JSONL.
+DIRECTORY_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst")
 
 
 def expand_paths(patterns: Iterable[str]) -> list[str]:

@@ -92,7 +92,7 @@ def test_eval_files_come_first_and_a_file_named_twice_counts_as_eval(tmp_path):
 
 
 def test_a_directory_stands_for_its_jsonl_files_sorted(tmp_path):
-    for name in ("b.jsonl.zst", "a.jsonl", "notes.txt"):
+    for name in ("b.jsonl.zst", "a.jsonl", "notes.txt", "dataset_info.json"):
         (tmp_path / name).write_text("")
     (tmp_path / "sub").mkdir()
     assert [p.rsplit("/", 1)[-1] for p in expand_paths([str(tmp_path)])] == ["a.jsonl", "b.jsonl.zst"]
