@@ -142,10 +142,31 @@ def check_invalid_fraction(report: dict[str, Any], max_fraction: float, report_p
     err = DataFormatError(
         f"{totals['invalid']} of {totals['lines'] - totals['blank']} non-blank lines are invalid "
         f"({fraction:.1%} > data.max_invalid_fraction {max_fraction:.1%}); worst: {', '.join(parts)}{where}. "
-        f"Fix the inputs, point data.text_fields at the right field, or raise data.max_invalid_fraction.")
+        + (hint_for(report) or "Fix the inputs, point data.text_fields at the right field, "
+                                "or raise data.max_invalid_fraction."))
     err.report = report  # type: ignore[attr-defined]
     err.report_path = report_path  # type: ignore[attr-defined]
     raise err
+
+
+def hint_for(report: dict[str, Any]) -> Optional[str]:
+    """What to do about the most frequent invalid reason, when a common cause is recognisable."""
+    worst = worst_reasons(report, n=1)
+    if not worst:
+        return None
+    reason = worst[0][0]
+    raws = [e["raw"].strip() for e in report["examples"].get(reason, [])]
+    if reason == "malformed_json" and any(r in ("[", "]", "[{", "},", "{") or r.startswith("[{") for r in raws):
+        return ("The input looks like one JSON array (or pretty-printed JSON), not JSON Lines: write one object "
+                "per line, e.g. `jq -c '.[]' data.json > data.jsonl`.")
+    if reason == "invalid_utf8":
+        return "The input is not UTF-8 (UTF-16 or Latin-1?): re-encode it, e.g. `iconv -f latin1 -t utf-8`."
+    if reason == "no_text_field":
+        return ("No line has one of data.text_fields (or messages/conversations); set data.text_fields to the "
+                "field that holds the text (the examples list the keys seen).")
+    if reason == "wrong_type":
+        return "The text field holds non-strings; point data.text_fields at a string field."
+    return None
 
 
 # --------------------------------------------------------------------------- rendering

@@ -183,3 +183,10 @@ def test_an_empty_input_file_is_listed_with_zero_lines(tmp_path):
     data.write_text('{"text": "hello"}\n')
     summary = run_validate([str(empty), str(data)], DataConfig(), tmp_path / "out")
     assert [(f["path"], f["lines"]) for f in summary["files"]] == [(str(empty), 0), (str(data), 1)]
+
+
+def test_a_json_array_file_gets_a_hint_to_convert_it_to_json_lines(tmp_path):
+    data = tmp_path / "array.json"
+    data.write_text(json.dumps([{"text": f"record {i}"} for i in range(5)], indent=2))
+    with pytest.raises(DataFormatError, match="not JSON Lines.*jq -c"):
+        run_validate([str(data)], DataConfig(), tmp_path / "out", failure_report_path=tmp_path / "r.json")
