@@ -41,9 +41,12 @@ from typing import Any, Optional, Sequence
 
 import orjson
 
+from lmcore.data.formats import OversizeLine
+
 # Reasons a line is rejected. INVALID ones count toward data.max_invalid_fraction;
 # FILTERED ones are well-formed data the pipeline chooses not to use.
-INVALID_REASONS = ("invalid_utf8", "malformed_json", "not_object", "no_text_field", "wrong_type", "invalid_chat")
+INVALID_REASONS = ("invalid_utf8", "malformed_json", "not_object", "no_text_field", "wrong_type", "invalid_chat",
+                   "line_too_long")
 FILTERED_REASONS = ("empty", "too_short", "duplicate")
 REASONS = INVALID_REASONS + FILTERED_REASONS
 BLANK = "blank"  # a blank line: counted, neither valid nor rejected
@@ -92,6 +95,9 @@ class LineParser:
 
     def parse(self, raw: bytes, source: str, line: int) -> Record | Rejection | None:
         """``None`` for a blank line."""
+        if type(raw) is OversizeLine:
+            return Rejection("line_too_long", f"{raw.size:,} bytes > the {raw.limit:,}-byte line limit "
+                                              "(not JSON Lines?); skipped unread")
         if not raw or raw.isspace():
             return None
         try:

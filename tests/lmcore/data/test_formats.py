@@ -113,3 +113,15 @@ def test_truncated_zstd_raises_data_format_error_naming_the_file(tmp_path):
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(DataFormatError, match="cut.jsonl.zst.*truncated"):
         list(iter_lines(str(path)))
+
+
+def test_a_line_over_the_limit_comes_as_an_oversize_marker_with_its_size(tmp_path):
+    from lmcore.data.formats import OversizeLine
+
+    payload = b"short\r\n" + b"y" * 5000 + b"\r\nafter\r\n" + b"z" * 3000
+    for path in _write_all_formats(tmp_path, payload):
+        lines = list(iter_lines(str(path), max_line_bytes=1000))
+        assert [n for n, _ in lines] == [1, 2, 3, 4]
+        assert (lines[0][1], lines[2][1]) == (b"short", b"after")
+        assert type(lines[1][1]) is OversizeLine and (lines[1][1].size, len(lines[1][1])) == (5000, 1002)  # kept: the bytes read before giving up
+        assert lines[3][1].size == 3000  # the last line, without a terminator
