@@ -15,14 +15,18 @@ The model (bytes, N = parameters, e = bytes per activation element):
   the parameters themselves are half precision.
 * activations per layer, after Korthikanti et al. 2022 ("Reducing Activation
   Recomputation in Large Transformer Models": ``34sbh + 5as^2b`` bytes in half
-  precision for a GPT block), re-derived for a LLaMA block: what autograd keeps
-  is the two RMSNorm inputs (the fp32 residual stream, 4 bytes) and outputs
-  ``2sbh``, Q, K, V ``sb(h + 2kv)``, the attention output ``sbh``, and for
-  SwiGLU the gate, up, silu(gate) and their product ``4sbf`` (f = MLP width),
-  all at ``e`` bytes. Fused attention (SDPA flash/efficient kernels,
+  precision for a GPT block), re-derived for lmcore's LLaMA block and checked
+  against the tensors autograd actually saves (``saved_tensors_hooks``; see
+  tests/lmcore/test_hardware.py): per RMSNorm its fp32 input (the residual
+  stream) and fp32 normalised value, plus autocast's ``e``-byte copy for the
+  next matmul (``sbh(8 + e)``); the fused QKV output ``sb(h + 2kv)``, the
+  rotated Q and K ``sb(h + kv)`` and the attention output ``sbh`` at ``e``
+  bytes; for SwiGLU the fused gate/up output, silu(gate) and the product
+  ``4sbf`` (f = MLP width). Fused attention (SDPA flash/efficient kernels,
   flash-attn) never materialises the ``s x s`` scores; the ``math`` backend
-  keeps scores and softmax, ``2as^2b * e``. No dropout masks (dropout is 0
-  in LLaMA-style training).
+  keeps the softmax output in fp32 (autocast runs softmax in fp32) and its
+  ``e``-byte copy for the product with V, ``as^2b(4 + e)`` (``4as^2b`` in fp32). No dropout masks (dropout is 0 in
+  LLaMA-style training).
 * FSDP over ``shards`` devices divides weights, gradients and optimizer states
   (the gathered layer being computed is small next to them and is ignored).
 * with gradient checkpointing each layer keeps only its input (``sbh`` fp32)
@@ -105,21 +109,26 @@ def estimate_training_memory(model_cfg: ModelConfig, batch_size: int, seq_length
         activations = layers * residual + per_layer
     else:
         activations = layers * per_layer
-    activations += 2 * residual  # embedding output and final norm input
+    activations += _norm_bytes(b * s * model_cfg.hidden_size, e)  # the final norm
     logits = 2 * 4 * b * s * model_cfg.vocab_size
     return MemoryEstimate(parameters=n, weights=weights, gradients=gradients, optimizer=optimizer,
                           activations=activations, logits=logits, dtype=dtype,
                           gradient_checkpointing=gradient_checkpointing)
 
 
+def _norm_bytes(sbh: int, e: int) -> int:
+    """One RMSNorm: fp32 input and normalised value, plus autocast's copy for the next matmul."""
+    return sbh * (4 + 4 + (e if e < 4 else 0))
+
+
 def _layer_activation_bytes(cfg: ModelConfig, b: int, s: int, e: int) -> int:
     """Bytes autograd keeps for one block's backward (see the module docstring)."""
     h, kv, f = cfg.hidden_size, cfg.kv_heads * cfg.head_dim, cfg.ffn_size
     sb = s * b
-    norms = 2 * sb * h * 4 + 2 * sb * h * e  # two RMSNorm inputs (fp32 residual) and outputs
-    attention = sb * (h + 2 * kv) * e + sb * h * e  # Q, K, V and the attention output
-    mlp = 4 * sb * f * e  # gate, up, silu(gate), silu(gate) * up
+    norms = 2 * _norm_bytes(sb * h, e)
+    attention = sb * ((h + 2 * kv) + (h + kv) + h) * e  # QKV, rotated Q/K, attention output
+    mlp = 4 * sb * f * e  # gate/up, silu(gate), silu(gate) * up
     scores = 0
     if cfg.attention_backend == "math":
-        scores = 2 * cfg.num_heads * s * s * b * e
+        scores = cfg.num_heads * s * s * b * (4 + (e if e < 4 else 0))  # fp32 softmax (+ its half copy)
     return norms + attention + mlp + scores
