@@ -148,7 +148,7 @@ def train_benchmark(name: str, shape: dict, dtype: str, compile_: bool, batch: i
     tps = steps * batch * seq / dt
     util = mfu(tps, model_cfg, seq, peak)
     peak_mem = torch.cuda.max_memory_allocated() if device.type == "cuda" else None
-    est = estimate_training_memory(model_cfg, batch, seq, dtype if dtype != "fp32" else "fp32")
+    est = estimate_training_memory(model_cfg, batch, seq, dtype)
     result = {"name": name, "dtype": dtype, "compile": compile_, "attention_backend": backend, "params": n,
               "batch": batch, "seq": seq, "warmup_steps": warmup, "warmup_s": round(warm_s, 2), "steps": steps,
               "step_ms": round(1000 * dt / steps, 2), "tokens_per_sec": round(tps, 1),
