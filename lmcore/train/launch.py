@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-from lmcore.errors import LmcoreError
+from lmcore.errors import ConfigError, LmcoreError
 from lmcore.train.callbacks import EVENTS, CallbackList
 from lmcore.train.distributed import launch_torchrun
 
@@ -33,6 +33,7 @@ def run_train_multiprocess(cfg, model_cfg, token_dirs, tokenizer_dir, out_dir, c
     """Run ``lmcore.train.trainer.run_train`` in ``training.nproc_per_node`` torchrun processes;
     relay rank 0's callback events to ``callbacks``; return its summary."""
     nproc = int(nproc_per_node or cfg.training.nproc_per_node)
+    _check_devices(nproc)
     emit = CallbackList(callbacks, is_main=True)
     result: dict[str, Any] = {}
 
@@ -57,6 +58,15 @@ def run_train_multiprocess(cfg, model_cfg, token_dirs, tokenizer_dir, out_dir, c
     if not result:
         raise LmcoreError(f"distributed training in {nproc} processes ended without a summary")
     return result
+
+
+def _check_devices(nproc: int) -> None:
+    """One GPU per process on a CUDA machine; CPU (gloo) runs take any count."""
+    import torch
+
+    if torch.cuda.is_available() and nproc > torch.cuda.device_count():
+        raise ConfigError(f"{nproc} processes but only {torch.cuda.device_count()} visible GPU(s); lower it "
+                          "or set CUDA_VISIBLE_DEVICES", key="training.nproc_per_node")
 
 
 class EventPrinter:

@@ -72,9 +72,17 @@ class LossRecorder:
         self.summary = summary
 
 
-def test_ddp_two_processes_follow_the_single_process_loss_curve(token_dir, tmp_path):
+@pytest.fixture(scope="module")
+def single_process_run(token_dir, tmp_path_factory):
+    """The reference: one process, micro-batch 4, 5 updates; ``(recorder, out_dir)``."""
+    out = tmp_path_factory.mktemp("one")
     single = LossRecorder()
-    run_train(training_config(batch_size=4, nproc=1), MODEL, [token_dir], None, tmp_path / "one", [single])
+    run_train(training_config(batch_size=4, nproc=1), MODEL, [token_dir], None, out, [single])
+    return single, out
+
+
+def test_ddp_two_processes_follow_the_single_process_loss_curve(token_dir, single_process_run, tmp_path):
+    single, _ = single_process_run
     double = LossRecorder()
     # run_train itself relaunches under torchrun when training.nproc_per_node > 1
     summary = run_train(training_config(batch_size=2, nproc=2), MODEL, [token_dir], None, tmp_path / "two", [double])
@@ -87,11 +95,11 @@ def test_ddp_two_processes_follow_the_single_process_loss_curve(token_dir, tmp_p
     assert summary["steps"] == 5 and summary["final_loss"] == pytest.approx(single.losses[-1], rel=1e-5)
 
 
-def test_fsdp_run_train_matches_one_process_and_resumes_from_its_own_checkpoint(token_dir, tmp_path):
+def test_fsdp_run_train_matches_one_process_and_resumes_from_its_own_checkpoint(token_dir, single_process_run,
+                                                                                tmp_path):
     # FSDP2 (fully_shard per block, then root) on gloo, 2 micro-batches per update (no_sync path).
-    # 2 ranks x micro-batch 1 x 2 accumulation == 1 rank x micro-batch 2 x 2 accumulation.
-    single = LossRecorder()
-    run_train(training_config(2, 1, accum=2, max_steps=5), MODEL, [token_dir], None, tmp_path / "one", [single])
+    # 2 ranks x micro-batch 1 x 2 accumulation see the same 4 windows per update as 1 rank x micro-batch 4.
+    single, single_dir = single_process_run
     first, resumed = LossRecorder(), LossRecorder()
     run_train(training_config(1, 2, "fsdp", accum=2, max_steps=3), MODEL, [token_dir], None, tmp_path / "fsdp",
               [first])
@@ -103,12 +111,12 @@ def test_fsdp_run_train_matches_one_process_and_resumes_from_its_own_checkpoint(
     from safetensors.torch import load_file
 
     sharded = load_file(str(tmp_path / "fsdp" / "final" / "model.safetensors"))
-    plain = load_file(str(tmp_path / "one" / "final" / "model.safetensors"))
+    plain = load_file(str(single_dir / "final" / "model.safetensors"))
     assert sharded.keys() == plain.keys()
     for name in plain:
         torch.testing.assert_close(sharded[name], plain[name], rtol=1e-4, atol=1e-5)
     opt_sharded = torch.load(tmp_path / "fsdp" / "final" / "optimizer.pt", weights_only=True)
-    opt_plain = torch.load(tmp_path / "one" / "final" / "optimizer.pt", weights_only=True)
+    opt_plain = torch.load(single_dir / "final" / "optimizer.pt", weights_only=True)
     assert opt_sharded["state"].keys() == opt_plain["state"].keys()
     assert [g["params"] for g in opt_sharded["param_groups"]] == [g["params"] for g in opt_plain["param_groups"]]
 
