@@ -58,7 +58,12 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("exp-shakespeare"), help="cache of splits and tokens")
     ap.add_argument("--heldout", nargs="*", default=list(HELDOUT), help="plays held out for evaluation")
     ap.add_argument("--name", default="run", help="tag of this experiment")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     args = ap.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
     train, held = split_plays(args.data, tuple(args.heldout), args.work / "data")
@@ -86,6 +91,7 @@ def main() -> None:
               "tokens": summary["tokens"], "epochs": summary["epochs"], "tokens_per_sec": round(summary["tokens_per_sec"]),
               "train_loss": summary["final_loss"], "eval_loss": metrics["eval_loss"],
               "heldout_bpb": metrics["bits_per_byte"], "precision": summary["precision"],
+              "threads": __import__("torch").get_num_threads(),
               "sample": metrics.get("samples", [{}])[0].get("completion", "")[:200]}
     print(json.dumps(result))
 
