@@ -30,7 +30,7 @@ from prefect import flow, unmapped  # noqa: E402
 
 from lmcore.config import ModelConfig, PipelineConfig  # noqa: E402
 from lmcore.errors import ConfigError  # noqa: E402
-from lmcore.store import MANIFEST  # noqa: E402
+from lmcore.store import MANIFEST, Store  # noqa: E402
 from tasks import evaluate, pretokenize, register, shard, tokenizer, train, validate  # noqa: E402
 
 STAGES = ("validate", "shard", "tokenizer", "pretokenize", "train", "evaluate", "register")
@@ -134,45 +134,61 @@ def run_stages(cfg: PipelineConfig, until: str = "register", refresh: Optional[s
     config = cfg.model_dump(mode="json")
     records: dict[str, Any] = {}
 
-    from lmcore.tracking import PipelineTracker
     from prefect.runtime import flow_run
 
-    with PipelineTracker(cfg).run(flow_run.id) as run:
+    from flows.deferred_run import DeferredRun
+
+    def opened_if_ran(stage: str) -> None:
+        if records[stage]["status"] == "ran":
+            run.open()
+
+    def run_id_if_computing(stage: str, task_module: Any, **params: Any) -> Optional[str]:
+        """Open the MLflow run before a stage that will compute (it logs into the run itself)."""
+        if stage in fresh or not Store(store).exists(task_module.STAGE, task_module.key(params)):
+            return run.open()
+        return run.run_id
+
+    with DeferredRun(cfg, str(flow_run.id or "") or None) as run:
         run.log_config()
         v = _call("validate", validate.validate_task, "validate" in fresh, records,
                   files=files, eval_files=eval_files, config=config, store=store)
+        opened_if_ran("validate")
         run.log_stage("validate", v["key"], v["summary"])
         run.log_validation_report(Path(v["dir"]) / "report.json")
         if stop >= 1:
             s = _call("shard", shard.shard_task, "shard" in fresh, records,
                       files=files, eval_files=eval_files, validate=v, config=config, store=store)
+            opened_if_ran("shard")
             run.log_stage("shard", s["key"], s["summary"])
             run.log_dataset({"key": s["key"], "dir": s["dir"]})  # files + sha256 come from its manifest.json
         if stop >= 2:
             preset, model_cfg = resolve_model(cfg)
             t = _call("tokenizer", tokenizer.tokenizer_task, "tokenizer" in fresh, records,
                       shards=s, vocab_size=model_cfg.vocab_size, config=config, store=store)
+            opened_if_ran("tokenizer")
             run.log_stage("tokenizer", t["key"], t["summary"])
             run.log_tokenizer(t["dir"])
         if stop >= 3:
             toks = _pretokenize(s, t, config, store, "pretokenize" in fresh, records)
+            opened_if_ran("pretokenize")
             run.log_stage("pretokenize", records["pretokenize"]["key"][:200], records["pretokenize"]["summary"])
         if stop >= 4:
-            m = _call("train", train.train_task, "train" in fresh, records, tokens=toks, tokenizer=t,
-                      model_config=model_cfg.model_dump(mode="json"), config=config, store=store, run_id=run.run_id)
+            params = dict(tokens=toks, tokenizer=t, model_config=model_cfg.model_dump(mode="json"), config=config)
+            m = _call("train", train.train_task, "train" in fresh, records, **params, store=store,
+                      run_id=run_id_if_computing("train", train, **params))
             run.log_stage("train", m["key"], {**m["summary"], "preset": preset})
         if stop >= 5:
             e = _call("evaluate", evaluate.evaluate_task, "evaluate" in fresh, records,
                       train=m, tokens=toks, tokenizer=t, config=config, store=store)
+            opened_if_ran("evaluate")
             run.log_stage("evaluate", e["key"], e["summary"])
             run.log_eval(e["summary"].get("metrics", e["summary"]))
         if stop >= 6:
             lineage = {"validate": v["key"], "shards": s["key"], "tokenizer": t["key"],
                        "tokens": [x["key"] for x in toks], "train": m["key"], "eval": e["key"]}
-            r = _call("register", register.register_task, "register" in fresh, records,
-                      train=m, evaluate=e, tokenizer=t, lineage=lineage,
-                      models_dir=str(Path(cfg.paths.models).resolve()), config=config, store=store,
-                      run_id=run.run_id)
+            params = dict(lineage=lineage, models_dir=str(Path(cfg.paths.models).resolve()), config=config)
+            r = _call("register", register.register_task, "register" in fresh, records, train=m, evaluate=e,
+                      tokenizer=t, **params, store=store, run_id=run_id_if_computing("register", register, **params))
             run.log_stage("register", r["key"], r["summary"])
         records["_run"] = {"mlflow_run_id": run.run_id, "tracking_uri": cfg.tracking_uri() if cfg.tracking.enabled
                            else None, "store": store, "flow_run_id": str(flow_run.id or "")}

@@ -53,6 +53,9 @@ def configure(quiet: bool = False, workdir: str | Path | None = None) -> Path:
     for name, value in DEFAULTS.items():
         os.environ.setdefault(name, value)
     if quiet:
+        import warnings
+
         for name, value in QUIET.items():
             os.environ.setdefault(name, value)
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"mlflow(\.|$)")
     return Path(home)

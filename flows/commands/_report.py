@@ -94,7 +94,8 @@ def where_to_look(records: dict[str, Any], console: Console) -> None:
     console.print(f"[bold]store[/]      {run.get('store')}")
     if run.get("tracking_uri"):
         console.print(f"[bold]MLflow[/]     mlflow ui --backend-store-uri {run['tracking_uri']}"
-                      + (f"   (run {run['mlflow_run_id']})" if run.get("mlflow_run_id") else ""))
+                      + (f"   (run {run['mlflow_run_id']})" if run.get("mlflow_run_id")
+                         else "   (no new run: nothing was recomputed)"))
     import os
 
     home = os.environ.get("PREFECT_HOME", ".prefect-home")

@@ -81,7 +81,7 @@ def test_deleted_store_directory_is_recomputed_although_prefect_remembers_it(fir
     assert json.loads((Path(records["evaluate"]["dir"]) / "metrics.json").read_text())["eval_loss"] > 0
 
 
-def test_with_tracking_the_run_carries_stage_keys_and_the_model_becomes_a_registered_version(first_run, workdir):
+def test_with_tracking_the_run_carries_stage_keys_registers_a_version_and_cached_reruns_log_nothing(first_run, workdir):
     from mlflow import MlflowClient
 
     cfg = cfg_for(workdir, tracking={"enabled": True, "registered_model_name": "tiny-test"})
@@ -95,3 +95,7 @@ def test_with_tracking_the_run_carries_stage_keys_and_the_model_becomes_a_regist
     assert registered["name"] == "tiny-test" and str(registered["version"]) == "1"
     version = client.get_model_version("tiny-test", "1")
     assert version.run_id == run.info.run_id
+    again = pipeline(cfg)
+    assert set(statuses(again).values()) == {"cached"} and again["_run"]["mlflow_run_id"] is None
+    experiment = client.get_experiment_by_name(cfg.tracking.experiment_name)
+    assert len(client.search_runs([experiment.experiment_id])) == 1  # a fully cached rerun opens no MLflow run
