@@ -26,6 +26,7 @@ from typing import Any
 import warnings
 
 import mlflow.pyfunc
+import pandas as pd
 
 MODEL_ARTIFACT = "model_dir"
 DEFAULT_PARAMS: dict[str, Any] = {"max_new_tokens": 64, "temperature": 0.8, "top_k": 50, "top_p": 1.0,
@@ -70,9 +71,6 @@ def prompts_from(model_input: Any) -> list[str]:
     return out
 
 
-warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method.*")
-
-
 class LmcoreTextGenerator(mlflow.pyfunc.PythonModel):
     """Text continuation with an lmcore model; params: max_new_tokens, temperature, top_k, top_p, seed.
 
@@ -84,7 +82,9 @@ class LmcoreTextGenerator(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         self.model, self.tokenizer = load_model_folder(context.artifacts[MODEL_ARTIFACT])
 
-    def predict(self, context, model_input, params: dict[str, Any] | None = None) -> list[str]:
+    def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> list[str]:
+        # The DataFrame hint tells MLflow to validate against the logged signature (a list of
+        # strings arrives as a one-column frame); direct callers may pass a list or a string.
         import torch
 
         p = {**DEFAULT_PARAMS, **{k: v for k, v in (params or {}).items() if v is not None}}
