@@ -13,7 +13,8 @@ API (``model.generate`` forwards here)::
   different lengths. Prompts are left-padded internally; each row gets its own
   RoPE positions (counting real tokens only) and padding is masked out of attention.
 * A row stops after emitting any of ``stop_tokens`` (the stop token is kept);
-  other rows continue until ``max_new_tokens``.
+  other rows continue until ``max_new_tokens``. ``None`` entries are ignored, so
+  ``[tok.end_of_turn_id, tok.eos_id]`` is fine for a tokenizer without one of them.
 * Returns only the new tokens: for tensor input a ``[B, N]`` LongTensor (``N`` =
   steps run, rows that stopped are filled with ``pad_token_id``); for list input
   a list of lists, each cut after its stop token.
@@ -35,18 +36,19 @@ from lmcore.model.attention_backends import AttentionPlan
 def generate(model, input_ids: torch.Tensor | Sequence[Sequence[int]], max_new_tokens: int = 64,
              temperature: float = 1.0, top_k: Optional[int] = None, top_p: Optional[float] = None,
              stop_tokens: Optional[Sequence[int] | int] = None, attention_mask: Optional[torch.Tensor] = None,
-             generator: Optional[torch.Generator] = None, pad_token_id: int = 0):
+             generator: Optional[torch.Generator] = None, pad_token_id: Optional[int] = 0):
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
     if top_k is not None and top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
     if top_p is not None and not 0 < top_p <= 1:
         raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    if pad_token_id is None:
+        pad_token_id = 0
     device = model.embed_tokens.weight.device
     prompts = _prompt_lists(input_ids, attention_mask)
-    ids, mask = left_pad(prompts, pad_token_id, device)
-    if isinstance(stop_tokens, int):
-        stop_tokens = [stop_tokens]
+    ids, mask = left_pad(prompts, 0, device)  # padded slots are masked out; 0 is merely a valid id
+    stop_tokens = [t for t in ([stop_tokens] if isinstance(stop_tokens, int) else stop_tokens or []) if t is not None]
     stops = torch.tensor(list(stop_tokens), dtype=torch.long, device=device) if stop_tokens else None
 
     was_training = model.training
@@ -121,6 +123,8 @@ def sample_next_token(logits: torch.Tensor, temperature: float, top_k: Optional[
         drop_sorted[:, -1] = False  # always keep the most likely token
         logits = logits.masked_fill(drop_sorted.scatter(-1, order, drop_sorted), float("-inf"))
     probs = logits.softmax(dim=-1)
+    if generator is not None and generator.device != probs.device:  # e.g. a CPU generator with a CUDA model
+        return torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(-1).to(probs.device)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 

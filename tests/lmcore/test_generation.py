@@ -78,9 +78,11 @@ def test_stop_token_ends_its_row_while_others_continue(model):
 
 def test_finished_rows_are_padded_in_tensor_output(model):
     ids = torch.tensor([[3, 14, 15, 9, 26], [11, 12, 13, 14, 15]])
-    free = model.generate(ids, max_new_tokens=8, temperature=0)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [0, 1, 1, 1, 1]])  # a padded prompt too: -1 never reaches the model
+    free = model.generate(ids, attention_mask=mask, max_new_tokens=8, temperature=0)
     stop = int(free[0, 1])
-    out = model.generate(ids, max_new_tokens=8, temperature=0, stop_tokens=[stop], pad_token_id=-1)
+    out = model.generate(ids, attention_mask=mask, max_new_tokens=8, temperature=0, stop_tokens=[stop],
+                         pad_token_id=-1)
     first = free[0].tolist().index(stop)
     assert out[0, : first + 1].tolist() == free[0, : first + 1].tolist()
     assert (out[0, first + 1:] == -1).all()
@@ -110,3 +112,11 @@ def test_invalid_arguments_are_refused(model):
         model.generate([[1]], max_new_tokens=2, temperature=-1)
     with pytest.raises(ValueError, match="prompt"):
         model.generate([[1], []], max_new_tokens=2)
+
+
+def test_missing_special_ids_passed_as_none_are_ignored(model):
+    prompts = [[3, 14, 15, 9, 26]]
+    free = model.generate(prompts, max_new_tokens=6, temperature=0)
+    stop = free[0][2]
+    out = model.generate(prompts, max_new_tokens=6, temperature=0, stop_tokens=[None, stop], pad_token_id=None)
+    assert out == [free[0][: free[0].index(stop) + 1]]

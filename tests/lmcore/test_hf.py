@@ -141,3 +141,14 @@ def test_load_hf_names_a_missing_tensor(seed, tmp_path):
     save_file(tensors, tmp_path / "model.safetensors")
     with pytest.raises(CheckpointError, match="model.layers.1.mlp.up_proj.weight"):
         load_hf(tmp_path)
+
+
+def test_load_hf_reads_sharded_safetensors(seed, tmp_path):
+    cfg = tiny(tie_embeddings=False)
+    theirs = llama_for(cfg)
+    theirs.save_pretrained(tmp_path, max_shard_size="40KB")
+    assert (tmp_path / "model.safetensors.index.json").is_file()
+    ours = load_hf(tmp_path)
+    ids = torch.randint(0, cfg.vocab_size, (1, 9))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(ids), theirs(ids).logits, rtol=0, atol=1e-4)
