@@ -57,6 +57,14 @@ def expand_paths(patterns: list[str], key: str) -> list[str]:
     return files
 
 
+def check_inputs(cfg: PipelineConfig) -> tuple[list[str], list[str]]:
+    """The training and eval files the config names; ConfigError (naming the key) when there are none."""
+    if not cfg.data.training_data_path:
+        raise ConfigError("no training data given", key="data.training_data_path")
+    return (expand_paths(cfg.data.training_data_path, "data.training_data_path"),
+            expand_paths(cfg.data.eval_data_path, "data.eval_data_path"))
+
+
 def resolve_model(cfg: PipelineConfig) -> tuple[str, ModelConfig]:
     """The preset (``auto`` resolved against this machine) and the architecture to train."""
     preset = cfg.model.config_preset
@@ -124,12 +132,9 @@ def run_stages(cfg: PipelineConfig, until: str = "register", refresh: Optional[s
     if until not in STAGES or (refresh and refresh not in STAGES):
         bad = until if until not in STAGES else refresh
         raise ConfigError(f"unknown stage '{bad}'; stages are {', '.join(STAGES)}")
-    if not cfg.data.training_data_path:
-        raise ConfigError("no training data given", key="data.training_data_path")
     stop = STAGES.index(until)
     fresh = {s for s in STAGES if refresh and STAGES.index(s) >= STAGES.index(refresh)}
-    files = expand_paths(cfg.data.training_data_path, "data.training_data_path")
-    eval_files = expand_paths(cfg.data.eval_data_path, "data.eval_data_path")
+    files, eval_files = check_inputs(cfg)
     store = str(Path(cfg.paths.store).resolve())
     config = cfg.model_dump(mode="json")
     records: dict[str, Any] = {}

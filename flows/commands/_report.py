@@ -42,6 +42,7 @@ class StageReporter:
                                  MofNCompleteColumn(), TextColumn("{task.fields[note]}"), TimeElapsedColumn(),
                                  console=self.console, transient=True)
         self.task_id: Any = None
+        self.current: str | None = None
         self.records: dict[str, Any] = {}
 
     def __enter__(self) -> "StageReporter":
@@ -63,6 +64,7 @@ class StageReporter:
 
     def on_event(self, event: str, record: dict[str, Any]) -> None:
         if event == "start":
+            self.current = record["stage"]
             if self.task_id is not None:
                 self.progress.remove_task(self.task_id)
             self.task_id = self.progress.add_task(record["stage"], total=None, note="")

@@ -24,13 +24,18 @@ def run_flow(flow_call, console) -> dict:
     """Run a flow call with the live stage report; returns the stage records."""
     from flows.commands._report import StageReporter
 
+    from lmcore.errors import LmcoreError
+
     with StageReporter(console) as reporter:
         try:
             return flow_call()
-        except Exception:
+        except Exception as exc:
             done = ", ".join(reporter.records) or "none"
-            console.print(f"[yellow]finished stages kept in the store: {done}[/]")
-            raise
+            console.print(f"[red]stage '{reporter.current}' failed[/]; finished stages kept in the store: {done}")
+            if isinstance(exc, LmcoreError):
+                raise  # the CLI prints it and exits with its code (1 work, 2 config)
+            console.print(f"[bold red]error:[/] {type(exc).__name__}: {exc}")
+            raise typer.Exit(1) from None
 
 
 def print_sample(records: dict, cfg, console) -> None:
@@ -73,7 +78,9 @@ def register(app: typer.Typer) -> None:
         console = Console(highlight=False, soft_wrap=True)
         cfg = load_config(config, set_)
         from flows.commands._report import where_to_look
-        from flows.pipeline import pipeline
+        from flows.pipeline import check_inputs, pipeline
+
+        check_inputs(cfg)  # a missing file is a usage error before Prefect starts
 
         records = run_flow(lambda: pipeline(cfg, refresh=refresh), console)
         if report:

@@ -35,7 +35,10 @@ def register(app: typer.Typer) -> None:
 
         console = Console(highlight=False, soft_wrap=True)
         cfg = load_config(config, set_)
+        from flows.pipeline import check_inputs
         from flows.stages import STAGE_FLOWS
+
+        check_inputs(cfg)
 
         records = run_flow(lambda: STAGE_FLOWS[name](cfg, refresh=refresh), console)
         where_to_look(records, console)

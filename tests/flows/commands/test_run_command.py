@@ -1,0 +1,33 @@
+"""`lmcore run` / `lmcore stage` in process: one line per stage, cached reruns, exit codes of failures."""
+
+from __future__ import annotations
+
+from flows import cli
+from tests.flows.pipeline_fixtures import tiny_config, write_corpus
+
+
+def test_stage_prints_one_line_per_stage_and_a_rerun_says_cached(tmp_path, capsys):
+    cfg = tiny_config(write_corpus(tmp_path / "c.jsonl", seed=4), tmp_path / "store", tmp_path / "models")
+    config = tmp_path / "c.yaml"
+    config.write_text(cfg.to_yaml())
+    assert cli.main(["stage", "tokenizer", str(config)]) == 0
+    lines = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert [ln[:2] for ln in lines[:3]] == [["validate", "ran"], ["shard", "ran"], ["tokenizer", "ran"]]
+    assert "120 valid / 2 quarantined" in " ".join(lines[0])
+    assert cli.main(["stage", "tokenizer", str(config)]) == 0
+    lines = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert [ln[:2] for ln in lines[:3]] == [["validate", "cached"], ["shard", "cached"], ["tokenizer", "cached"]]
+
+
+def test_a_failing_stage_exits_1_naming_the_stage_and_the_data_file(tmp_path, capsys):
+    corpus = tmp_path / "broken.jsonl"
+    corpus.write_text("\n".join(['{"text": "fine line of verse"}'] + ["{not json"] * 9) + "\n")
+    cfg = tiny_config(corpus, tmp_path / "store", tmp_path / "models")
+    config = tmp_path / "c.yaml"
+    config.write_text(cfg.to_yaml())
+    assert cli.main(["run", str(config), "--no-sample"]) == 1
+    captured = capsys.readouterr()
+    assert "stage 'validate' failed" in captured.out
+    assert "broken.jsonl" in captured.err or "report.json" in captured.err
+    assert not any((tmp_path / "store" / "validate").glob("[!.]*"))  # nothing that looks finished
+
