@@ -38,10 +38,13 @@ def figure(summary: dict[str, Any]) -> str:
 def shard_task(files: list[str], eval_files: list[str], validate: dict[str, Any], config: dict[str, Any],
                store: str, refresh: bool = False) -> dict[str, Any]:
     from lmcore.config import DataConfig
+    from tasks.hooks import progress_for
+
     run_shard = lazy("lmcore.data.shard", "run_shard")
 
     params = {"files": files, "eval_files": eval_files, "validate": validate, "config": config}
     data_cfg = DataConfig(**{**config["data"], "training_data_path": files, "eval_data_path": eval_files})
-    return build(STAGE, store, key(params), lambda out: run_shard(files, data_cfg, out),
+    return build(STAGE, store, key(params),
+                 lambda out: run_shard(files, data_cfg, out, progress=progress_for("shard")),
                  inputs=inputs(params), config=data_key_config(config), code_version=stage_version(MODULE),
                  refresh=refresh, figure=figure)

@@ -43,10 +43,17 @@ def figure(summary: dict[str, Any]) -> str:
 def validate_task(files: list[str], eval_files: list[str], config: dict[str, Any], store: str,
                   refresh: bool = False) -> dict[str, Any]:
     from lmcore.config import DataConfig
+    from tasks.hooks import progress_for
+
     run_validate = lazy("lmcore.data.validate", "run_validate")
 
     data_cfg = DataConfig(**{**config["data"], "training_data_path": files, "eval_data_path": eval_files})
-    manifest = build(STAGE, store, key({"files": files, "eval_files": eval_files, "config": config}), lambda out: run_validate(files, data_cfg, out),
+    params = {"files": files, "eval_files": eval_files, "config": config}
+    stage_key_ = key(params)
+    failed_report = f"{store}/{STAGE}/{stage_key_}.failed-report.json"  # kept when the data is rejected
+    manifest = build(STAGE, store, stage_key_,
+                     lambda out: run_validate(files, data_cfg, out, progress=progress_for(STAGE),
+                                              failure_report_path=failed_report),
                      inputs=raw_inputs(files, eval_files), config=data_key_config(config),
                      code_version=stage_version(MODULE), refresh=refresh, figure=figure)
     _publish_report(manifest)

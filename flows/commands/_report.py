@@ -47,19 +47,21 @@ class StageReporter:
 
     def __enter__(self) -> "StageReporter":
         from flows.pipeline import STAGE_LISTENERS
-        from tasks.hooks import TRAIN_CALLBACKS
+        from tasks.hooks import PROGRESS_LISTENERS, TRAIN_CALLBACKS
 
         STAGE_LISTENERS.append(self.on_event)
         TRAIN_CALLBACKS.append(TrainProgress(self))
+        PROGRESS_LISTENERS.append(self.on_progress)
         self.progress.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
         from flows.pipeline import STAGE_LISTENERS
-        from tasks.hooks import TRAIN_CALLBACKS
+        from tasks.hooks import PROGRESS_LISTENERS, TRAIN_CALLBACKS
 
         self.progress.stop()
         STAGE_LISTENERS.remove(self.on_event)
+        PROGRESS_LISTENERS.remove(self.on_progress)
         TRAIN_CALLBACKS[:] = [c for c in TRAIN_CALLBACKS if getattr(c, "reporter", None) is not self]
 
     def on_event(self, event: str, record: dict[str, Any]) -> None:
@@ -74,6 +76,11 @@ class StageReporter:
                 self.progress.remove_task(self.task_id)
                 self.task_id = None
             self.progress.console.print(stage_line(record), highlight=False)
+
+    def on_progress(self, stage: str, done: int, total: int) -> None:
+        """Bytes read by validate/shard."""
+        if self.task_id is not None and total:
+            self.progress.update(self.task_id, total=total, completed=min(done, total), note="bytes")
 
     def set_total(self, total: int | None) -> None:
         if self.task_id is not None and total:

@@ -28,6 +28,7 @@ def test_a_failing_stage_exits_1_naming_the_stage_and_the_data_file(tmp_path, ca
     assert cli.main(["run", str(config), "--no-sample"]) == 1
     captured = capsys.readouterr()
     assert "stage 'validate' failed" in captured.out
-    assert "broken.jsonl" in captured.err or "report.json" in captured.err
-    assert not any((tmp_path / "store" / "validate").glob("[!.]*"))  # nothing that looks finished
+    assert "failed-report.json" in captured.err  # the report survives the failed stage
+    left = list((tmp_path / "store" / "validate").iterdir())
+    assert [p.name.endswith(".failed-report.json") for p in left] == [True]  # nothing that looks finished
 
