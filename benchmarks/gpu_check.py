@@ -8,7 +8,7 @@ network, no installs; it needs torch with CUDA plus pydantic and pyyaml (for
 2. the preset ``auto`` picks on this GPU, with the memory estimate per preset;
 3. attention backends agreement: the same model's logits with ``sdpa`` vs ``math``
    (and ``flash`` when flash-attn is installed), with packed-document masking;
-4. a ~125M-parameter model (hidden 768, 12 layers, 12 heads, vocab 32000, seq 1024)
+4. a GPT-2-small-shaped model (110M parameters: hidden 768, 12 layers, 12 heads, vocab 32000, seq 1024)
    trained on random tokens in bf16 with ``torch.compile``: tokens/s, MFU, peak memory
    (and the estimate from ``lmcore.hardware`` next to it);
 5. the same in fp16 with a GradScaler (eager, fewer steps);
@@ -263,15 +263,15 @@ def main(argv=None) -> int:
               "peak_bf16": peak_bf16, "peak_fp16": peak_fp16}
     report["auto_preset"] = auto_preset(hw)
     report["attention"] = attention_agreement(device, tiny, hw.flash_attn)
-    runs = [train_benchmark("gpt2-small-125M" if not tiny else "tiny", shape, "bf16", compile_, batch, warmup, steps,
+    runs = [train_benchmark("gpt2-small" if not tiny else "tiny", shape, "bf16", compile_, batch, warmup, steps,
                             device, peak_bf16)]
     if not args.skip_fp16:
-        runs.append(train_benchmark("gpt2-small-125M" if not tiny else "tiny", shape, "fp16", False, batch,
+        runs.append(train_benchmark("gpt2-small" if not tiny else "tiny", shape, "fp16", False, batch,
                                     max(1, warmup // 2), max(2, steps // 3), device, peak_fp16))
     if hw.flash_attn and time.perf_counter() - started > 150:
         log("\n(flash-attn run skipped: over 150 s already)")
     elif hw.flash_attn:
-        runs.append(train_benchmark("gpt2-small-125M", shape, "bf16", compile_, batch, warmup, steps, device,
+        runs.append(train_benchmark("gpt2-small", shape, "bf16", compile_, batch, warmup, steps, device,
                                     peak_bf16, backend="flash"))
     report["runs"] = runs
     report["total_s"] = round(time.perf_counter() - started, 1)
