@@ -77,13 +77,15 @@ class MlflowTrainCallback:
             self.lr.append((step, float(metrics["lr"])))
 
     def on_eval(self, step: int, metrics: dict) -> None:
+        """Validation figures as ``val_<name>`` (the trainer's ``eval_loss`` becomes ``val_loss``)."""
         for key, value in metrics.items():
             number = numeric(value)
             if number is None or key == "step":
                 continue
-            self.buffer.add(key if key.startswith("val_") else f"val_{key}", number, step)
-        loss = metrics.get("val_loss", metrics.get("loss"))
-        if numeric(loss) is not None:
+            self.buffer.add("val_" + key.removeprefix("eval_").removeprefix("val_"), number, step)
+        loss = next((metrics[k] for k in ("val_loss", "eval_loss", "loss") if numeric(metrics.get(k)) is not None),
+                    None)
+        if loss is not None:
             self.val_loss.append((step, float(loss)))
 
     def on_checkpoint(self, step: int, path: Any) -> None:

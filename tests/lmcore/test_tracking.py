@@ -124,13 +124,15 @@ def test_train_callback_sends_metrics_in_batches_and_logs_a_loss_curve(tmp_path)
         for step in range(1, 201):
             cb.on_log(step, {"loss": 5.0 - step / 100, "lr": 1e-3, "grad_norm": 0.5, "step": step})
             if step % 50 == 0:
-                cb.on_eval(step, {"loss": 5.1 - step / 100, "perplexity": 100.0})
+                cb.on_eval(step, {"eval_loss": 5.1 - step / 100, "eval_perplexity": 100.0, "is_best": True})
         cb.on_train_end({"steps": 200, "tokens": 51200})
         run_id = run.run_id
     client = client_for(cfg)
     history = client.get_metric_history(run_id, "loss")
     assert [m.step for m in history] == list(range(1, 201))
     assert [m.step for m in client.get_metric_history(run_id, "val_loss")] == [50, 100, 150, 200]
+    assert client.get_run(run_id).data.metrics["val_perplexity"] == 100.0
+    assert cb.val_loss[0] == (50, 4.6)
     assert "step" not in client.get_run(run_id).data.metrics
     assert client.get_run(run_id).data.metrics["train_final.tokens"] == 51200
     assert client.get_run(run_id).data.tags["lmcore.train.parameters"] == "1234"
