@@ -60,7 +60,7 @@ def train_task(tokens: list[dict[str, Any]], tokenizer: dict[str, Any], model_co
         from lmcore.tracking import PipelineTracker
 
         with PipelineTracker(cfg).resume(run_id) as run:
-            callbacks = [run.train_callback(), *TRAIN_CALLBACKS]
+            callbacks = [*([run.train_callback()] if run_id else []), *TRAIN_CALLBACKS]
             summary = run_train(cfg, model_cfg, [Path(t["dir"]) for t in tokens], Path(tokenizer["dir"]), out,
                                 callbacks)
         summary["checkpoint"] = "final"  # relative to the stage directory (out is a temporary name)
