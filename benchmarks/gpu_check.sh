@@ -36,4 +36,4 @@ fi
 json_args=()
 if [ -n "${OUT:-}" ]; then json_args=(--json "$OUT/gpu_check.json"); fi
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
-exec timeout 290 "$PY" benchmarks/gpu_check.py "${json_args[@]}" "$@"
+exec timeout 290 "$PY" benchmarks/gpu_check.py ${json_args[@]+"${json_args[@]}"} "$@"
