@@ -25,6 +25,8 @@ import re
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
@@ -175,21 +177,24 @@ def sample_texts(shard_dir: str | Path, sample_size: int, template: str | None =
     total = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
     stride = max(1, -(-total // sample_size))
     taken = 0
-    index = 0
+    index = 0  # of the first row of the batch, over all shards
     for path in files:
         pf = pq.ParquetFile(path)
         for batch in pf.iter_batches(batch_size=batch_rows, columns=["kind", "text", "messages", "source", "line"]):
-            cols = batch.to_pydict()
+            first = (-index) % stride  # rows index+first, +stride, ... are in the sample
+            picked = np.arange(first, batch.num_rows, stride)[: sample_size - taken]
+            index += batch.num_rows
+            if not len(picked):
+                continue
+            cols = batch.take(pa.array(picked)).to_pydict()
             out: list[str] = []
             for kind, text, messages, source, line in zip(cols["kind"], cols["text"], cols["messages"],
                                                           cols["source"], cols["line"]):
-                if index % stride == 0 and taken < sample_size:
-                    taken += 1
-                    rendered = record_text(kind, text, messages, template, source, line)
-                    stats["records"] = taken
-                    stats["utf8_bytes"] += len(rendered.encode("utf-8"))
-                    out.extend(p for p in _SPECIAL_SPLIT.split(rendered) if p)
-                index += 1
+                rendered = record_text(kind, text, messages, template, source, line)
+                stats["utf8_bytes"] += len(rendered.encode("utf-8"))
+                out.extend(p for p in _SPECIAL_SPLIT.split(rendered) if p)
+            taken += len(picked)
+            stats["records"] = taken
             if out:
                 yield out
             if taken >= sample_size:

@@ -163,3 +163,19 @@ def test_save_pretrained_round_trips(tok, tmp_path):
 def test_loading_a_folder_without_tokenizer_is_a_store_error(tmp_path):
     with pytest.raises(StoreError, match="tokenizer.json"):
         LmcoreTokenizer.load(tmp_path)
+
+
+def test_sample_takes_every_kth_record_across_shards(shard_dir):
+    import re
+
+    import pyarrow.parquet as pq
+
+    from lmcore.tokenizer import record_text
+
+    rows = [r for f in sorted(shard_dir.glob("train-*.parquet")) for r in pq.read_table(f).to_pylist()]
+    stats = {}
+    pieces = [p for b in sample_texts(shard_dir, sample_size=5, batch_rows=7, stats=stats) for p in b]
+    expected = [record_text(r["kind"], r["text"], r["messages"], None) for r in rows[::32]]  # 160 rows / 5
+    specials = re.compile("|".join(re.escape(t) for t in chat.SPECIAL_TOKENS))
+    assert stats["records"] == 5
+    assert "".join(pieces) == "".join(specials.sub("", t) for t in expected)
