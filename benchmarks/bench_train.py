@@ -101,7 +101,10 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20, help="optimizer steps per contender")
     ap.add_argument("--warmup", type=int, default=4, help="first steps left out of the median")
     ap.add_argument("--compile", action="store_true", help="torch.compile both models")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         token_dir = Path(tmp) / "tokens"
         write_tokens(token_dir, (args.steps + 2) * BATCH * SEQ + 1)

@@ -194,8 +194,12 @@ def fit(trainer: Trainer, model_cfg, train_loader, eval_loader, out_dir: Path, c
     final_eval = {}
     if eval_loader is not None and last_eval_step != progress.step and progress.step > 0:
         final_eval = _run_eval(trainer, eval_loader, t.eval_batches, emit)
-    progress.elapsed_s = elapsed()
+        final_eval.pop("is_best", None)
     final_dir = out_dir / "final"
+    final_loss = final_eval.get("eval_loss")
+    if final_loss is not None and (progress.best_checkpoint_loss is None or final_loss <= progress.best_checkpoint_loss):
+        progress.best_checkpoint, progress.best_checkpoint_loss = str(final_dir), final_loss
+    progress.elapsed_s = elapsed()
     summary = {
         "steps": progress.step, "tokens": progress.tokens_seen, "target_tokens": progress.target_tokens_seen,
         "epochs": progress.epoch + 1, "final_loss": progress.last_loss,

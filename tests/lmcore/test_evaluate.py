@@ -20,6 +20,14 @@ from train_fixtures import build_token_dir, synthetic_texts  # noqa: E402
 MODEL = ModelConfig(vocab_size=300, hidden_size=32, num_layers=1, num_heads=2, seq_length=64)
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)   # tiny model: a second thread only adds spinning on a busy machine
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     return build_token_dir(tmp_path_factory.mktemp("eval-corpus"), synthetic_texts(120, 0), synthetic_texts(15, 1))

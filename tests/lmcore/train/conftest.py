@@ -1,8 +1,19 @@
 """Fixtures for trainer tests; the tiny model and in-memory loader live in train_fixtures.py."""
 
 import pytest
+import torch
 
 from lmcore.config import ModelConfig, PipelineConfig
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny models gain nothing from a second thread, and on a busy machine two spinning
+    OpenMP threads run several times slower than one."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from lmcore.config import ModelConfig, PipelineConfig  # noqa: F401
+from lmcore.config import ModelConfig, PipelineConfig
 
 
 @dataclass
@@ -125,3 +125,11 @@ def build_token_dir(root, train_texts, eval_texts, vocab_size: int = 300):
     for shard in sorted((root / "shards").glob("*.parquet")):
         run_pretokenize_shard(shard, root / "tokenizer", cfg, root / "tokens")
     return root / "tokens", root / "tokenizer", cfg
+
+
+# The run of the kill-and-resume test (train_worker.py runs it in a subprocess).
+RESUME_MODEL = ModelConfig(vocab_size=300, hidden_size=32, num_layers=1, num_heads=2, seq_length=32)
+RESUME_CONFIG = {"training": {"batch_size": 4, "gradient_accumulation_steps": 2, "max_steps": 18,
+                              "learning_rate": 3e-3, "warmup_steps": 3, "log_every": 1, "eval_every": 6,
+                              "eval_batches": 2, "checkpoint_every": 3, "keep_last_checkpoints": 2, "seed": 7},
+                 "precision": {"dtype": "fp32"}}
