@@ -70,6 +70,11 @@ def register(app: typer.Typer) -> None:
                                               "(status, seconds, compute seconds, key, summary) to this JSON file."),
     ) -> None:
         """Run the whole pipeline (validate -> register); finished stages come from the cache."""
+        from flows.commands.stage import STAGE_NAMES
+
+        if refresh is not None and refresh not in STAGE_NAMES:
+            raise typer.BadParameter(f"unknown stage '{refresh}'; choose one of {', '.join(STAGE_NAMES)}",
+                                     param_hint="--refresh")
         from flows.runtime import configure
 
         configure(quiet=True)

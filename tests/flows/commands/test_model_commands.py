@@ -62,8 +62,9 @@ def test_run_with_a_misspelt_override_exits_2_and_suggests_the_key(tmp_path, cap
     assert "training.learning_rate" in capsys.readouterr().err
 
 
-def test_stage_with_an_unknown_stage_name_exits_2(tmp_path, capsys):
+def test_unknown_stage_names_exit_2_before_anything_runs(tmp_path, capsys):
     assert lmcore("stage", "tokenise", str(tmp_path / "c.yaml")) == 2
+    assert lmcore("run", str(tmp_path / "c.yaml"), "--refresh", "tokenise") == 2
 
 
 def test_every_command_and_option_has_help_text():
