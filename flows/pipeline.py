@@ -102,18 +102,19 @@ def _call(stage: str, task: Any, refresh: bool, records: dict[str, Any], **param
 
 
 def _pretokenize(shards: dict[str, Any], tok: dict[str, Any], config: dict[str, Any], store: str,
-                 refresh: bool, records: dict[str, Any]) -> list[dict[str, Any]]:
+                 refresh: bool, records: dict[str, Any], heal: bool = False) -> list[dict[str, Any]]:
     """One task per Parquet shard, run in parallel by the flow's task runner."""
     _emit("start", {"stage": "pretokenize"})
     started = time.perf_counter()
     files = sorted(p.name for p in Path(shards["dir"]).glob("*.parquet"))
-    runner = pretokenize.pretokenize_task.with_options(refresh_cache=True) if refresh else pretokenize.pretokenize_task
+    task = pretokenize.pretokenize_task
+    runner = task.with_options(refresh_cache=True) if refresh or heal else task
     futures = runner.map(shard_file=files, shards=unmapped(shards), tokenizer=unmapped(tok),
                          config=unmapped(config), store=unmapped(store), refresh=unmapped(refresh))
     futures.wait()
     results, states = [f.result() for f in futures], [f.state for f in futures]
     if any(not (Path(r["dir"]) / MANIFEST).is_file() for r in results):
-        return _pretokenize(shards, tok, config, store, True, records)
+        return _pretokenize(shards, tok, config, store, refresh, records, heal=True)  # the store lost some
     statuses = {_stage_record("pretokenize", s, r, 0.0)["status"] for s, r in zip(states, results)}
     status = "ran" if "ran" in statuses else ("cached" if statuses == {"cached"} else "cached (store)")
     tokens = sum(int(r["summary"].get("tokens", 0) or 0) for r in results)

@@ -76,7 +76,9 @@ def test_deleted_store_directory_is_recomputed_although_prefect_remembers_it(fir
     import shutil
 
     shutil.rmtree(first_run["evaluate"]["dir"])
+    shutil.rmtree(first_run["pretokenize"]["dir"][0])  # one of the mapped shard outputs
     records = pipeline(cfg_for(workdir))
+    assert statuses(records)["pretokenize"] == "ran" and Path(first_run["pretokenize"]["dir"][0]).is_dir()
     assert statuses(records)["evaluate"] == "ran" and statuses(records)["train"] == "cached"
     assert json.loads((Path(records["evaluate"]["dir"]) / "metrics.json").read_text())["eval_loss"] > 0
 
