@@ -148,7 +148,8 @@ def test_served_pipeline_triggered_through_the_api_registers_a_model_version(tmp
 
     cfg = PipelineConfig.from_yaml(config)
     versions = list_registry_versions(cfg)
-    assert [v["version"] for v in versions] == ["1"]
+    notes = [line for line in serve_log.read_text().splitlines() if "tracking" in line or "Error" in line]
+    assert [v["version"] for v in versions] == ["1"], "\n".join(notes[-30:])
     assert versions[0]["aliases"] == ["champion"] and versions[0]["model_id"]
     assert (tmp_path / "models" / versions[0]["model_id"] / "model.safetensors").is_file()
     from mlflow import MlflowClient
