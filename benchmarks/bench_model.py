@@ -108,15 +108,17 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the best of each is kept")
     parser.add_argument("--steps", type=int, default=4, help="training steps per round")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--only", choices=["training", "generation"], help="run one half")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     ours, theirs = build_pair()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {ours.num_parameters() / 1e6:.2f}M params")
 
-    train = bench_training(ours, theirs, args.rounds, args.steps)
-    print(f"training  batch {BATCH}x{CFG.seq_length}: lmcore {train['lmcore']:8.0f} tok/s   "
-          f"transformers {train['transformers']:8.0f} tok/s   ratio {train['lmcore'] / train['transformers']:.2f}x")
-    for batch in (1, 4):
+    if args.only != "generation":
+        train = bench_training(ours, theirs, args.rounds, args.steps)
+        print(f"training  batch {BATCH}x{CFG.seq_length}: lmcore {train['lmcore']:8.0f} tok/s   "
+              f"transformers {train['transformers']:8.0f} tok/s   ratio {train['lmcore'] / train['transformers']:.2f}x")
+    for batch in (1, 4) if args.only != "training" else ():
         g = bench_generation(ours, theirs, batch, args.rounds)
         print(f"generate  batch {batch}, 32+128 greedy: lmcore {g['lmcore']:8.0f} tok/s   "
               f"transformers {g['transformers']:8.0f} tok/s   ratio {g['lmcore'] / g['transformers']:.2f}x   "

@@ -33,8 +33,8 @@ class CausalSelfAttention(nn.Module):
         B, T, _ = x.shape
         H, KV = self.num_heads, self.kv_heads
         qkv = self.qkv_proj(x).view(B, T, H + 2 * KV, self.head_dim).transpose(1, 2)  # [B, H + 2KV, T, D]
-        qk = apply_rope(qkv[:, : H + KV], cos, sin)  # queries and keys rotate together: one set of kernels
-        q, k, v = qk[:, :H], qk[:, H:], qkv[:, H + KV:]
+        qk, v = qkv.split([H + KV, KV], dim=1)  # split, not slicing: its backward is one cat, no zero-fill
+        q, k = apply_rope(qk, cos, sin).split([H, KV], dim=1)  # queries and keys rotate together
         if cache is not None:
             k, v = cache.update(self.layer_idx, k, v)
         y = attend(q, k, v, plan)  # [B, H, T, D]

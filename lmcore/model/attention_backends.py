@@ -134,11 +134,12 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: AttentionPla
     if Tq == 1 and H != KV and sees_all_keys:
         # Decoding one token: fold each group's queries into the query axis, [B, KV, H/KV, D],
         # so every query of a group attends the shared K/V without repeating them (2x faster).
-        out = F.scaled_dot_product_attention(q.reshape(B, KV, H // KV, D), k, v, attn_mask=plan.mask)
+        out = F.scaled_dot_product_attention(q.reshape(B, KV, H // KV, D), k, v, attn_mask=plan.mask,
+                                             dropout_p=plan.dropout_p)
         return out.view(B, H, 1, D)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=plan.mask, dropout_p=plan.dropout_p,
                                           is_causal=plan.mask is None and plan.is_causal,
-                                          enable_gqa=q.shape[1] != k.shape[1])
+                                          enable_gqa=H != KV)
 
 
 def math_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: AttentionPlan) -> torch.Tensor:

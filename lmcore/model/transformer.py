@@ -69,8 +69,9 @@ class Transformer(nn.Module):
     def forward(self, input_ids: torch.Tensor, doc_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Logits ``[B, T, V]`` for token ids ``[B, T]``.
 
-        ``doc_ids`` ``[B, T]`` marks packed documents; when ``config.document_masking``
-        is on, no token attends across a change of id. Logits are in the activation
+        ``doc_ids`` ``[B, T]`` marks packed documents (contiguous runs of one id, as
+        ``PackedLoader`` yields them); when ``config.document_masking`` is on, a token
+        attends only to earlier tokens of its own document. Logits are in the activation
         dtype (float32 for a float32 model; bf16 under bf16 autocast).
         """
         cfg = self.config
