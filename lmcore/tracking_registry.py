@@ -78,9 +78,7 @@ def register_model(run: "TrackedRun", model_dir: Path, lineage: dict[str, Any],
     tags["lmcore.model_dir"] = str(Path(model_dir).resolve())
     if bpb is not None:
         tags[BPB_TAG] = repr(bpb)
-    for key, value in metrics.items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            tags[f"lmcore.eval.{key}"] = repr(float(value))
+    # other eval figures stay on the run (metrics): the registry page lists every version tag
     _ensure_registered_model(client, name)
     version = client.create_model_version(name, source=f"models:/{logged.model_id}", run_id=run.run_id,
                                           tags={k: v[:5000] for k, v in tags.items()}, model_id=logged.model_id,
