@@ -143,3 +143,15 @@ def test_bf16_autocast_forward_backward_runs(seed):
     assert logits.dtype == torch.bfloat16
     F.cross_entropy(logits.float().flatten(0, 1), ids.flatten()).backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("kv_heads", [4, 1])
+def test_sdpa_and_math_models_give_the_same_logits_with_packed_documents(seed, kv_heads):
+    sdpa = Transformer(tiny(attention_backend="sdpa", num_kv_heads=kv_heads)).eval()
+    math_model = Transformer(tiny(attention_backend="math", num_kv_heads=kv_heads)).eval()
+    math_model.load_state_dict(sdpa.state_dict())
+    ids = torch.randint(0, 97, (2, 13))
+    doc_ids = torch.tensor([[0] * 6 + [1] * 7, [0] * 2 + [1] * 11])
+    with torch.no_grad():
+        torch.testing.assert_close(sdpa(ids, doc_ids), math_model(ids, doc_ids), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(sdpa(ids), math_model(ids), rtol=1e-4, atol=1e-5)
