@@ -13,7 +13,9 @@ assistant content and its end-of-turn token are trained.  It works for any
 template that is *prefix-consistent* (rendering the first k messages is a
 prefix of rendering all of them), which it checks: it renders the prefix up to
 each assistant turn with the generation prompt and the prefix through that
-turn, and the difference is the assistant's answer.
+turn, and the difference is the assistant's answer.  The default template takes
+a Jinja-free path that builds the same segments directly (tested equal), since
+pre-tokenisation calls this once per conversation.
 """
 
 from __future__ import annotations
@@ -123,6 +125,32 @@ def chat_segments(messages: Sequence[Message], template: str | None = None,
     Trained: each assistant message's content and the end-of-turn token that closes it (for a custom
     template: the rendered turn up to its last ``<|end|>``, or the whole turn if it has none).
     """
+    messages = list(messages)
+    if (template or DEFAULT_CHAT_TEMPLATE) == DEFAULT_CHAT_TEMPLATE:
+        return _default_segments(messages, add_generation_prompt)
+    return segments_by_rendering(messages, template, add_generation_prompt)
+
+
+def _default_segments(messages: list[Message], add_generation_prompt: bool) -> list[tuple[str, bool]]:
+    """:func:`segments_by_rendering` for the default template, without Jinja (about 50x faster;
+    the tests check the two agree)."""
+    segments: list[tuple[str, bool]] = [(BOS, False)]
+    for msg in messages:
+        role = msg["role"]
+        if role not in ROLES:
+            raise TemplateError(f"unknown chat role: {role}")
+        if role == "assistant":
+            segments += [(ASSISTANT + "\n", False), (msg["content"] + END_OF_TURN, True), ("\n", False)]
+        else:
+            segments.append((f"<|{role}|>\n" + msg["content"] + END_OF_TURN + "\n", False))
+    if add_generation_prompt:
+        segments.append((ASSISTANT + "\n", False))
+    return _merge(segments)
+
+
+def segments_by_rendering(messages: Sequence[Message], template: str | None = None,
+                          add_generation_prompt: bool = False) -> list[tuple[str, bool]]:
+    """:func:`chat_segments` for any prefix-consistent template, found by rendering prefixes."""
     messages = list(messages)
     full = render(messages, template, add_generation_prompt)
     segments: list[tuple[str, bool]] = []

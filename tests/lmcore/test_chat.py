@@ -37,6 +37,19 @@ def test_only_assistant_content_and_its_end_token_are_trained(conversation):
     assert trained == expected
 
 
+@pytest.mark.parametrize("conversation", CONVERSATIONS + [[{"role": "user", "content": "x<|end|>y"}],
+                                                          [{"role": "assistant", "content": ""}]])
+@pytest.mark.parametrize("generation_prompt", [False, True])
+def test_default_template_fast_path_equals_rendering_prefixes(conversation, generation_prompt):
+    assert chat.chat_segments(conversation, add_generation_prompt=generation_prompt) == \
+        chat.segments_by_rendering(conversation, chat.DEFAULT_CHAT_TEMPLATE, generation_prompt)
+
+
+def test_fast_path_rejects_unknown_roles_like_the_template():
+    with pytest.raises(chat.TemplateError, match="unknown chat role"):
+        chat.chat_segments([{"role": "narrator", "content": "x"}])
+
+
 def test_segments_alternate_between_trained_and_not():
     segments = chat.chat_segments(CONVERSATIONS[1])
     flags = [t for _, t in segments]
