@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
@@ -186,10 +185,10 @@ def sample_texts(shard_dir: str | Path, sample_size: int, template: str | None =
             index += batch.num_rows
             if not len(picked):
                 continue
-            cols = batch.take(pa.array(picked)).to_pydict()
             out: list[str] = []
-            for kind, text, messages, source, line in zip(cols["kind"], cols["text"], cols["messages"],
-                                                          cols["source"], cols["line"]):
+            for i in picked:  # row by row: batch.take/pa.array would import pandas in every worker
+                row = batch.slice(int(i), 1).to_pydict()
+                kind, text, messages, source, line = (row[c][0] for c in ("kind", "text", "messages", "source", "line"))
                 rendered = record_text(kind, text, messages, template, source, line)
                 stats["utf8_bytes"] += len(rendered.encode("utf-8"))
                 out.extend(p for p in _SPECIAL_SPLIT.split(rendered) if p)

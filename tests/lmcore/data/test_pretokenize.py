@@ -194,3 +194,15 @@ def test_empty_shard_gives_an_empty_token_shard(corpus, tmp_path):
     assert (meta["docs"], meta["tokens"], meta["utf8_bytes"]) == (0, 0, 0)
     shard = open_shard(tmp_path / "tokens", "train-00000")
     assert len(shard.ids) == 0 and shard.docs.tolist() == [0]
+
+
+def test_utf8_lengths_read_from_buffers_handle_nulls_and_slices():
+    import pyarrow as pa
+
+    from lmcore.data.pretokenize import utf8_lengths
+
+    column = pa.array(["ab", None, "ünï", "", "😀", None, "xyz"], type=pa.string())
+    assert utf8_lengths(column).tolist() == [2, 0, 5, 0, 4, 0, 3]
+    assert utf8_lengths(column.slice(2, 4)).tolist() == [5, 0, 4, 0]
+    assert utf8_lengths(pa.array(["é", None], type=pa.large_string())).tolist() == [2, 0]
+    assert utf8_lengths(column.slice(0, 0)).tolist() == []
