@@ -79,7 +79,7 @@ def stop(proc: subprocess.Popen) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
 
 
-def screenshot(url: str, out: Path, profile: Path, size: str = "1400,900", budget_ms: int = 15000) -> Path:
+def screenshot(url: str, out: Path, profile: Path, size: str = "1600,1000", budget_ms: int = 25000) -> Path:
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if not chromium:
         raise SystemExit("chromium not found: apt-get install chromium")
