@@ -407,3 +407,10 @@ def _lmcore_version() -> str:
     import lmcore
 
     return lmcore.__version__
+
+
+def list_registry_versions(cfg: "PipelineConfig") -> list[dict[str, Any]]:
+    """Registry versions with aliases; see :func:`lmcore.tracking_registry.list_registry_versions`."""
+    from lmcore.tracking_registry import list_registry_versions as _list
+
+    return _list(cfg)
