@@ -17,6 +17,28 @@ time and in CPU time (the CPU-time ratio is the one to trust on a shared, loaded
 Run: ``.venv/bin/python benchmarks/bench_data.py [--big-mb 50] [--vocab 8192]``
 (``TOKENIZERS_PARALLELISM`` is set to false unless ``--parallel``, so the 1 vs 2 worker
 comparison measures processes, not the tokenizer's own threads).
+
+Measured (Nov 2026, 2 cores shared with other engineers' jobs, load average 6-13, so wall
+times are pessimistic; ranges over two full runs; vocab 8192, TOKENIZERS_PARALLELISM=false):
+
+    corpus                 shakespeare (4.6 MB, 1.29 M tokens)   generated 50 MB (14.1 M tokens, 5% chats)
+    validate               38-62 MB/s, peak RSS 53 MB            32-65 MB/s, peak RSS 55 MB
+    shard                  21-28 MB/s, peak RSS 123-131 MB       22 MB/s, peak RSS 165 MB
+    train_tokenizer        4.1 MB sample in 1.5-1.7 cpu-s        45.9 MB sample in 12.5-14.5 cpu-s (41 s wall)
+                           peak RSS 153-167 MB                   peak RSS 190-237 MB
+    pretokenize / raw encode_batch (CPU time, interleaved)
+                           1.02-1.05x (0.90-0.91x vs _fast)      0.93x (0.81-0.84x vs _fast)   target >= 0.8x
+    pretokenize 1 vs 2 workers (wall)
+                           3 shards: 12.8-13.7 s vs 10.9-12.2 s  4 shards: 55-82 s vs 44-59 s (1.25-1.38x)
+    pretokenize, one shard in a cold process
+                           466 k tokens 3.6-4.6 s, 167 MB        3.7 M tokens 10 s, peak RSS 168 MB
+    PackedLoader seq 512 x 16                                    10.7-12.2 M tokens/s, open 3 ms, 324 MB (torch)
+
+A CPU profile of one 12 MB shard of the generated corpus: ``encode_batch_fast`` is 89% of
+the stage (ids to numpy 3%, conversations 3%); on Shakespeare 96%.  The 1 vs 2 worker gain is
+capped by the neighbours' load on 2 cores.  Negative result: pyarrow's ``to_numpy``, scalar
+conversion and ``fill_null(col, "")`` import pandas on first use (+0.5 s, ~40 MB per worker:
+peak RSS of a cold shard went 207 -> 168 MB once byte lengths came from the Arrow buffers).
 """
 
 from __future__ import annotations
