@@ -35,7 +35,7 @@ times are pessimistic; ranges over two full runs; vocab 8192, TOKENIZERS_PARALLE
     PackedLoader seq 512 x 16                                    10.7-12.2 M tokens/s, open 3 ms, 324 MB (torch)
 
 A CPU profile of one 12 MB shard of the generated corpus: ``encode_batch_fast`` is 89% of
-the stage (ids to numpy 3%, conversations 3%); on Shakespeare 96%.  The 1 vs 2 worker gain is
+the stage (ids to numpy 3%, conversations 3% before their Jinja-free path); on Shakespeare 96%.  The 1 vs 2 worker gain is
 capped by the neighbours' load on 2 cores.  Negative result: pyarrow's ``to_numpy``, scalar
 conversion and ``fill_null(col, "")`` import pandas on first use (+0.5 s, ~40 MB per worker:
 peak RSS of a cold shard went 207 -> 168 MB once byte lengths came from the Arrow buffers).
