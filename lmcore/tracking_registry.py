@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import tempfile
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,17 +51,19 @@ def register_model(run: "TrackedRun", model_dir: Path, lineage: dict[str, Any],
 
     Returns ``{name, version, alias, model_uri, bits_per_byte, previous_champion}``.
     """
-    import mlflow
+    # log_model and the registry's resolution of "models:/<id>" sources read MLflow's global URI
+    with scoped_tracking_uri(run.cfg.tracking_uri()):
+        return _register(run, model_dir, lineage, metrics, log_hf_export)
+
+
+def _register(run: "TrackedRun", model_dir: Path, lineage: dict[str, Any],
+              metrics: dict[str, Any], log_hf_export: bool) -> dict[str, Any]:
     from mlflow.entities import LoggedModelOutput
 
     from lmcore.mlflow_model import log_text_generator
 
     cfg, client = run.cfg, run.client
     name = cfg.tracking.registered_model_name
-    uri = cfg.tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-
     experiment_id = client.get_run(run.run_id).info.experiment_id
     logged = client.create_logged_model(experiment_id, name="model", source_run_id=run.run_id)
     log_text_generator(model_dir, name="model", model_id=logged.model_id)
@@ -135,6 +139,29 @@ def list_registry_versions(cfg: "PipelineConfig") -> list[dict[str, Any]]:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+@contextmanager
+def scoped_tracking_uri(uri: str):
+    """Set MLflow's global tracking URI for a block, then put back the old one and the env var.
+
+    ``mlflow.set_tracking_uri`` also writes ``MLFLOW_TRACKING_URI`` into ``os.environ``, which
+    would then override every later config's URI in this process (env wins in ``cfg.tracking_uri()``).
+    """
+    import mlflow
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    old_env = os.environ.get("MLFLOW_TRACKING_URI")
+    old_global = getattr(tracking_utils, "_tracking_uri", None)
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(old_global)
+        if old_env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = old_env
 
 
 def _ensure_registered_model(client, name: str) -> None:

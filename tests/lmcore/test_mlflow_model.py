@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import mlflow
@@ -11,7 +12,7 @@ from mlflow import MlflowClient
 from lmcore.mlflow_model import pip_requirements, prompts_from
 from lmcore.registry import ModelManager
 from lmcore.tracking import PipelineTracker
-from lmcore.tracking_registry import list_registry_versions
+from lmcore.tracking_registry import list_registry_versions, scoped_tracking_uri
 from tests.lmcore.model_folder_fixture import make_model_folder
 from tests.lmcore.test_tracking import make_cfg
 
@@ -36,6 +37,8 @@ def test_champion_moves_only_to_a_version_with_lower_bits_per_byte(store):
     client = MlflowClient(tracking_uri=cfg.tracking_uri())
     assert client.get_model_version_by_alias(cfg.tracking.registered_model_name, "champion").version in (3, "3")
     assert results[2]["previous_champion"] == "1"
+    # registering leaves no MLFLOW_TRACKING_URI behind (it would override every later config's URI)
+    assert "MLFLOW_TRACKING_URI" not in os.environ
 
 
 def test_versions_carry_lineage_tags_and_list_with_aliases(store):
@@ -54,8 +57,8 @@ def test_champion_pyfunc_generates_the_same_text_as_lmcore(store):
     from flows.commands._textgen import complete
 
     cfg, folders, _ = store
-    mlflow.set_tracking_uri(cfg.tracking_uri())
-    pyfunc = mlflow.pyfunc.load_model(f"models:/{cfg.tracking.registered_model_name}@champion")
+    with scoped_tracking_uri(cfg.tracking_uri()):
+        pyfunc = mlflow.pyfunc.load_model(f"models:/{cfg.tracking.registered_model_name}@champion")
     prompts = ["ROMEO:", "To be, or not"]
     got = pyfunc.predict(prompts, params={"temperature": 0.0, "max_new_tokens": 6})
     model, tok, *_ = ModelManager(folders[2].parent).load_model(folders[2].name)
@@ -70,8 +73,8 @@ def test_logged_model_ships_pinned_requirements_weights_and_hf_export_without_op
     cfg, _, results = store
     client = MlflowClient(tracking_uri=cfg.tracking_uri())
     version = client.get_model_version(results[0]["name"], "1")
-    local = Path(mlflow.artifacts.download_artifacts(f"models:/{results[0]['name']}/1",
-                                                     tracking_uri=cfg.tracking_uri()))
+    with scoped_tracking_uri(cfg.tracking_uri()):  # models:/ URIs resolve through the global registry URI
+        local = Path(mlflow.artifacts.download_artifacts(f"models:/{results[0]['name']}/1"))
     reqs = (local / "requirements.txt").read_text().split()
     assert any(r.startswith("torch==") for r in reqs) and any(r.startswith("mlflow==") for r in reqs)
     shipped = {p.name for p in local.rglob("*") if p.is_file()}
