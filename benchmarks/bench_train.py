@@ -3,10 +3,11 @@
 Same shapes for both (vocab 8192, hidden 256, intermediate 688, 4 layers, 8 heads, 2 KV
 heads, seq 256, batch 8, tied embeddings), same precision (fp32 or bf16 autocast), AdamW,
 gradient clipping at 1.0.  lmcore runs its real path: token shards on disk ->
-``PackedLoader`` -> ``fit`` (document masking on, as by default); the baseline gets
-pre-built tensors in memory (no data loading at all).  Reports tokens/s of each (median
-of per-step rates after warm-up), their ratio, and the fraction of lmcore's step time
-spent waiting for data.
+``PackedLoader`` -> ``Trainer.train_step`` (document masking on, as by default, fused
+AdamW, token-normalised loss); the baseline gets pre-built tensors in memory (no data
+loading at all).  The two take steps in turn, so load changes on a shared machine hit both
+alike.  Reports tokens/s of each (median step time after warm-up), their ratio, and the
+fraction of lmcore's step time spent waiting for data.
 
     .venv/bin/python benchmarks/bench_train.py [--dtype fp32|bf16] [--steps 20] [--compile]
 """
@@ -27,7 +28,6 @@ from lmcore.data.loader import PackedLoader
 from lmcore.data.token_shards import TokenShardWriter
 from lmcore.model import Transformer
 from lmcore.train.engine import Trainer
-from lmcore.train.trainer import fit
 
 VOCAB, HIDDEN, FFN, LAYERS, HEADS, KV, SEQ, BATCH = 8192, 256, 688, 4, 8, 2, 256, 8
 
@@ -42,33 +42,26 @@ def write_tokens(out_dir: Path, n_tokens: int, doc_len: int = 1500, seed: int = 
     writer.close()
 
 
-class StepRates:
-    def __init__(self):
-        self.rates, self.wait = [], []
-
-    def on_log(self, step, metrics):
-        self.rates.append(metrics["tokens_per_sec"])
-        self.wait.append(metrics["data_wait_fraction"])
-
-
-def bench_lmcore(token_dir: Path, steps: int, warmup: int, dtype: str, compile_: bool, out: Path) -> dict:
-    cfg = PipelineConfig.from_dict({
-        "training": {"batch_size": BATCH, "max_steps": steps, "learning_rate": 3e-4, "log_every": 1,
-                     "checkpoint_every": 10_000, "warmup_steps": 2},
-        "precision": {"dtype": dtype, "use_compile": compile_}})
+def build_lmcore(token_dir: Path, dtype: str, compile_: bool, doc_mask: bool = True):
+    cfg = PipelineConfig.from_dict({"training": {"batch_size": BATCH, "learning_rate": 3e-4},
+                                    "precision": {"dtype": dtype, "use_compile": compile_}})
     model_cfg = ModelConfig(vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=FFN, num_layers=LAYERS,
-                            num_heads=HEADS, num_kv_heads=KV, seq_length=SEQ)
+                            num_heads=HEADS, num_kv_heads=KV, seq_length=SEQ, document_masking=doc_mask)
     torch.manual_seed(0)
     trainer = Trainer(Transformer(model_cfg), cfg)
-    loader = PackedLoader([token_dir], "train", SEQ, BATCH, seed=0)
-    rates = StepRates()
-    summary = fit(trainer, model_cfg, loader, None, out, [rates])
-    return {"tokens_per_sec": statistics.median(rates.rates[warmup:]),
-            "data_wait_fraction": statistics.mean(rates.wait[warmup:]),
-            "params": model_cfg.num_parameters(), "final_loss": summary["final_loss"]}
+    batches = iter(PackedLoader([token_dir], "train", SEQ, BATCH, seed=0))
+    state = {"wait": 0.0}
+
+    def step() -> None:
+        start = time.perf_counter()
+        batch = next(batches)
+        state["wait"] += time.perf_counter() - start
+        trainer.train_step([batch], lr=3e-4)
+
+    return step, state, model_cfg.num_parameters()
 
 
-def bench_hf(steps: int, warmup: int, dtype: str, compile_: bool) -> dict:
+def build_hf(steps: int, dtype: str, compile_: bool):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     hf_cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=FFN, num_hidden_layers=LAYERS,
@@ -80,19 +73,25 @@ def bench_hf(steps: int, warmup: int, dtype: str, compile_: bool) -> dict:
     fwd = torch.compile(model) if compile_ else model
     opt = torch.optim.AdamW(model.parameters(), lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1)
     g = torch.Generator().manual_seed(0)
-    batches = [torch.randint(0, VOCAB, (BATCH, SEQ + 1), generator=g) for _ in range(steps)]
+    batches = iter([torch.randint(0, VOCAB, (BATCH, SEQ + 1), generator=g) for _ in range(steps)])
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bf16")
-    rates = []
-    for batch in batches:
-        start = time.perf_counter()
+
+    def step() -> None:
+        batch = next(batches)
         with autocast:
             out = fwd(input_ids=batch[:, :-1], labels=batch[:, :-1])
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        rates.append(BATCH * SEQ / (time.perf_counter() - start))
-    return {"tokens_per_sec": statistics.median(rates[warmup:]), "params": model.num_parameters()}
+
+    return step, model.num_parameters()
+
+
+def timed(step) -> float:
+    start = time.perf_counter()
+    step()
+    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -101,6 +100,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20, help="optimizer steps per contender")
     ap.add_argument("--warmup", type=int, default=4, help="first steps left out of the median")
     ap.add_argument("--compile", action="store_true", help="torch.compile both models")
+    ap.add_argument("--no-doc-mask", action="store_true", help="lmcore without document masking (plain causal)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     args = ap.parse_args()
     if args.threads:
@@ -108,14 +108,23 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         token_dir = Path(tmp) / "tokens"
         write_tokens(token_dir, (args.steps + 2) * BATCH * SEQ + 1)
-        hf = bench_hf(args.steps, args.warmup, args.dtype, args.compile)
-        lm = bench_lmcore(token_dir, args.steps, args.warmup, args.dtype, args.compile, Path(tmp) / "run")
-    print(f"threads={torch.get_num_threads()} dtype={args.dtype} compile={args.compile} steps={args.steps}")
-    print(f"params lmcore={lm['params']:,} transformers={hf['params']:,}")
-    print(f"transformers LlamaForCausalLM: {hf['tokens_per_sec']:8.0f} tokens/s")
-    print(f"lmcore trainer:                {lm['tokens_per_sec']:8.0f} tokens/s  (ratio {lm['tokens_per_sec'] / hf['tokens_per_sec']:.2f}x)")
-    print(f"lmcore data wait: {100 * lm['data_wait_fraction']:.3f}% of step time")
-
+        hf_step, hf_params = build_hf(args.steps, args.dtype, args.compile)
+        lm_step, lm_state, lm_params = build_lmcore(token_dir, args.dtype, args.compile, not args.no_doc_mask)
+        hf_times, lm_times = [], []
+        for i in range(args.steps):  # interleaved, so load changes on a shared machine hit both alike
+            hf_times.append(timed(hf_step))
+            lm_times.append(timed(lm_step))
+            if i == args.warmup - 1:
+                lm_state["wait"] = 0.0
+    hf_tps = BATCH * SEQ / statistics.median(hf_times[args.warmup:])
+    lm_tps = BATCH * SEQ / statistics.median(lm_times[args.warmup:])
+    wait = lm_state["wait"] / sum(lm_times[args.warmup:])
+    print(f"threads={torch.get_num_threads()} dtype={args.dtype} compile={args.compile} steps={args.steps} "
+          f"lmcore document masking={not args.no_doc_mask}")
+    print(f"params lmcore={lm_params:,} transformers={hf_params:,}")
+    print(f"transformers LlamaForCausalLM: {hf_tps:8.0f} tokens/s")
+    print(f"lmcore trainer:                {lm_tps:8.0f} tokens/s  (ratio {lm_tps / hf_tps:.2f}x)")
+    print(f"lmcore data wait: {100 * wait:.3f}% of step time")
 
 if __name__ == "__main__":
     main()
