@@ -54,6 +54,18 @@ class Batch:
                      self.doc_ids.to(device, non_blocking=non_blocking), self.num_target_tokens)
 
 
+def attention_doc_ids(doc_ids: torch.Tensor) -> torch.Tensor | None:
+    """``doc_ids``, or None when every row lies inside one document.
+
+    Document ids are contiguous runs, so a row whose first and last id agree holds one
+    document; then plain causal attention is exact and takes the fast kernels (a mask
+    pushes SDPA off its flash path). Check the CPU tensor, before any transfer.
+    """
+    if doc_ids.numel() == 0 or bool((doc_ids[:, 0] == doc_ids[:, -1]).all()):
+        return None
+    return doc_ids
+
+
 class PackedLoader:
     """Iterate packed batches of one split; ``state_dict()``/``load_state_dict()`` resume exactly."""
 

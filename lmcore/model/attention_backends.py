@@ -8,11 +8,15 @@ Three interchangeable ways to compute ``softmax(q k^T / sqrt(D) + mask) v``:
 * ``sdpa``: ``torch.nn.functional.scaled_dot_product_attention``. Causal-only
   attention takes the ``is_causal=True`` fast path; document masking passes a
   block-diagonal causal boolean mask. GQA uses ``enable_gqa`` (no K/V copies).
+* ``flex``: PyTorch's ``flex_attention`` with a block-sparse document mask.
+  Chosen by ``auto`` on CUDA for packed documents when flash-attn is absent:
+  SDPA with a dense ``[B, 1, T, T]`` mask falls off its flash kernel, while
+  flex skips the fully masked blocks. Not a config value; compiled on CUDA.
 * ``math``: the formula written out, in float32 softmax. The reference the
-  other two are tested against.
+  other ones are tested against.
 
 ``auto`` picks flash when it is importable and the activations are CUDA
-fp16/bf16, else sdpa. An explicit ``flash`` that cannot run falls back to sdpa
+fp16/bf16, else sdpa (flex for packed documents on CUDA). An explicit ``flash`` that cannot run falls back to sdpa
 with one warning (a model trained on a GPU must still load on a laptop).
 
 Tensors are ``[B, H, T, D]`` (queries) and ``[B, KV, S, D]`` (keys/values).
@@ -50,6 +54,7 @@ class AttentionPlan:
     cu_seqlens: Optional[torch.Tensor] = None
     max_seqlen: int = 0
     dropout_p: float = 0.0
+    block_mask: Optional[object] = None  # flex_attention BlockMask
 
 
 @functools.cache
@@ -59,6 +64,18 @@ def flash_attn_available() -> bool:
     except Exception:  # ImportError, or a broken CUDA build raising something else
         return False
     return True
+
+
+@functools.cache
+def flex_attention_available() -> bool:
+    try:
+        from torch.nn.attention.flex_attention import create_block_mask, flex_attention  # noqa: F401
+    except Exception:  # torch < 2.5
+        return False
+    return True
+
+
+FLEX_HEAD_DIMS = (16, 32, 64, 128, 256)
 
 
 def resolve_backend(requested: str, device: torch.device, dtype: torch.dtype) -> str:
@@ -105,10 +122,11 @@ def activation_dtype(x: torch.Tensor) -> torch.dtype:
 
 
 def plan_attention(requested: str, x: torch.Tensor, doc_ids: Optional[torch.Tensor] = None,
-                   dropout_p: float = 0.0) -> AttentionPlan:
+                   dropout_p: float = 0.0, head_dim: Optional[int] = None) -> AttentionPlan:
     """Plan for a full-sequence (training or scoring) forward of ``x`` ``[B, T, C]``.
 
     ``doc_ids`` ``[B, T]`` (or None) confines attention to each packed document.
+    ``head_dim`` lets ``auto`` choose flex for packed documents on CUDA (it needs 16..256).
     """
     backend = resolve_backend(requested, x.device, activation_dtype(x))
     if doc_ids is None:
@@ -116,7 +134,22 @@ def plan_attention(requested: str, x: torch.Tensor, doc_ids: Optional[torch.Tens
     if backend == "flash":
         cu, max_len = document_cu_seqlens(doc_ids)
         return AttentionPlan(backend, cu_seqlens=cu, max_seqlen=max_len, dropout_p=dropout_p)
+    if (requested == "auto" and backend == "sdpa" and doc_ids.is_cuda and dropout_p == 0.0
+            and head_dim in FLEX_HEAD_DIMS and flex_attention_available()):
+        return AttentionPlan("flex", is_causal=False, block_mask=document_block_mask(doc_ids))
     return AttentionPlan(backend, is_causal=False, mask=document_causal_mask(doc_ids), dropout_p=dropout_p)
+
+
+def document_block_mask(doc_ids: torch.Tensor):
+    """flex_attention ``BlockMask``: causal within each packed document, blocks of other documents skipped."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    B, T = doc_ids.shape
+
+    def same_document_causal(b, h, q_idx, kv_idx):
+        return (doc_ids[b, q_idx] == doc_ids[b, kv_idx]) & (q_idx >= kv_idx)
+
+    return create_block_mask(same_document_causal, B, None, T, T, device=doc_ids.device)
 
 
 # --------------------------------------------------------------------------- kernels
@@ -128,6 +161,8 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: AttentionPla
         return flash_attention(q, k, v, plan)
     if plan.backend == "math":
         return math_attention(q, k, v, plan)
+    if plan.backend == "flex":
+        return flex_document_attention(q, k, v, plan)
     B, H, Tq, D = q.shape
     KV = k.shape[1]
     sees_all_keys = plan.mask.shape[2] == 1 if plan.mask is not None else (not plan.is_causal or k.shape[2] == 1)
@@ -156,6 +191,22 @@ def math_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: Atte
     probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
     probs = F.dropout(probs, p=plan.dropout_p, training=plan.dropout_p > 0)
     return probs @ v
+
+
+_compiled_flex = None
+
+
+def flex_document_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: AttentionPlan) -> torch.Tensor:
+    """flex_attention over the plan's block mask; compiled once on CUDA (eager flex is a slow reference)."""
+    global _compiled_flex
+    from torch.nn.attention.flex_attention import flex_attention
+
+    fn = flex_attention
+    if q.is_cuda and not torch.compiler.is_compiling():
+        if _compiled_flex is None:
+            _compiled_flex = torch.compile(flex_attention, dynamic=False)
+        fn = _compiled_flex
+    return fn(q, k, v, block_mask=plan.block_mask, enable_gqa=q.shape[1] != k.shape[1])
 
 
 def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: AttentionPlan) -> torch.Tensor:

@@ -79,7 +79,7 @@ class Transformer(nn.Module):
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)
         cos, sin = self._rope(positions, activation_dtype(x))
         plan = plan_attention(cfg.attention_backend, x, doc_ids if cfg.document_masking else None,
-                              dropout_p=cfg.dropout if self.training else 0.0)
+                              dropout_p=cfg.dropout if self.training else 0.0, head_dim=cfg.head_dim)
         checkpointing = cfg.gradient_checkpointing and self.training and torch.is_grad_enabled()
         for layer in self.layers:
             if checkpointing:

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from lmcore.data.loader import attention_doc_ids
 from lmcore.train import checkpoint as ckpt
 from lmcore.train.context import DistContext, single_process_context, wrap_for_training
 from lmcore.train.optim import build_optimizer, set_learning_rate
@@ -60,7 +61,8 @@ def loss_totals(model: torch.nn.Module, batches, precision: Precision, device: t
             ids = batch.input_ids.to(device, non_blocking=True)
             tgt = batch.targets.to(device, non_blocking=True)
             with precision.autocast():
-                logits = model(ids, doc_ids=batch.doc_ids.to(device, non_blocking=True))
+                docs = attention_doc_ids(batch.doc_ids)
+                logits = model(ids, doc_ids=None if docs is None else docs.to(device, non_blocking=True))
             nats += token_loss_sum(logits, tgt).double()
             targets += int(batch.num_target_tokens)
             tokens += ids.numel()
@@ -101,7 +103,8 @@ class Trainer:
         for i, batch in enumerate(micro_batches):
             ids = batch.input_ids.to(self.device, non_blocking=True)
             tgt = batch.targets.to(self.device, non_blocking=True)
-            docs = batch.doc_ids.to(self.device, non_blocking=True)
+            docs = attention_doc_ids(batch.doc_ids)
+            docs = None if docs is None else docs.to(self.device, non_blocking=True)
             with self.ctx.no_sync(self.train_model, skip_sync=i < last):
                 with self.precision.autocast():
                     logits = self.train_model(ids, doc_ids=docs)

@@ -83,3 +83,40 @@ def test_single_query_decoding_step_agrees_with_math(seed, padded):
     plan_sdpa = AttentionPlan("sdpa", is_causal=False, mask=mask if padded else None)
     plan_math = AttentionPlan("math", is_causal=False, mask=mask if padded else None)
     torch.testing.assert_close(attend(q, k, v, plan_sdpa), attend(q, k, v, plan_math), rtol=1e-5, atol=1e-5)
+
+
+def test_flex_document_attention_matches_the_math_reference():
+    from lmcore.model.attention_backends import (AttentionPlan, document_block_mask, document_causal_mask,
+                                                 flex_attention_available, flex_document_attention,
+                                                 math_attention)
+
+    assert flex_attention_available()
+    torch.manual_seed(0)
+    docs = torch.zeros(2, 48, dtype=torch.int32)
+    docs[:, 20:] = 1
+    docs[1, 33:] = 2
+    q, k, v = torch.randn(2, 4, 48, 16), torch.randn(2, 2, 48, 16), torch.randn(2, 2, 48, 16)
+    flex = flex_document_attention(q, k, v, AttentionPlan("flex", is_causal=False,
+                                                          block_mask=document_block_mask(docs)))
+    ref = math_attention(q, k, v, AttentionPlan("math", is_causal=False, mask=document_causal_mask(docs)))
+    torch.testing.assert_close(flex, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_auto_backend_keeps_dense_document_masks_off_cuda():
+    from lmcore.model.attention_backends import plan_attention
+
+    docs = torch.zeros(1, 8, dtype=torch.int32)
+    docs[:, 4:] = 1
+    plan = plan_attention("auto", torch.randn(1, 8, 64), docs, head_dim=16)
+    assert plan.backend == "sdpa" and plan.mask is not None and plan.block_mask is None
+
+
+def test_rows_inside_one_document_take_the_plain_causal_path():
+    from lmcore.data.loader import attention_doc_ids
+
+    one_doc_rows = torch.tensor([[0, 0, 0], [1, 1, 1]], dtype=torch.int32)
+    assert attention_doc_ids(one_doc_rows) is None
+    mixed = torch.tensor([[0, 0, 0], [0, 1, 1]], dtype=torch.int32)
+    assert attention_doc_ids(mixed) is mixed
+    padded_eval_row = torch.tensor([[0, 0, -1]], dtype=torch.int32)
+    assert attention_doc_ids(padded_eval_row) is not None
