@@ -55,6 +55,7 @@ class AttentionPlan:
     max_seqlen: int = 0
     dropout_p: float = 0.0
     block_mask: Optional[object] = None  # flex_attention BlockMask
+    doc_ids: Optional[torch.Tensor] = None  # kept by flex plans for the dense-mask fallback
 
 
 @functools.cache
@@ -136,7 +137,7 @@ def plan_attention(requested: str, x: torch.Tensor, doc_ids: Optional[torch.Tens
         return AttentionPlan(backend, cu_seqlens=cu, max_seqlen=max_len, dropout_p=dropout_p)
     if (requested == "auto" and backend == "sdpa" and doc_ids.is_cuda and dropout_p == 0.0
             and head_dim in FLEX_HEAD_DIMS and flex_attention_available()):
-        return AttentionPlan("flex", is_causal=False, block_mask=document_block_mask(doc_ids))
+        return AttentionPlan("flex", is_causal=False, block_mask=document_block_mask(doc_ids), doc_ids=doc_ids)
     return AttentionPlan(backend, is_causal=False, mask=document_causal_mask(doc_ids), dropout_p=dropout_p)
 
 
@@ -197,16 +198,28 @@ _compiled_flex = None
 
 
 def flex_document_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: AttentionPlan) -> torch.Tensor:
-    """flex_attention over the plan's block mask; compiled once on CUDA (eager flex is a slow reference)."""
+    """flex_attention over the plan's block mask; compiled once on CUDA (eager flex is a slow reference).
+
+    Outside torch.compile a kernel that fails to build (an unsupported GPU or shape) warns once
+    and falls back to SDPA with the dense document mask, which computes the same attention.
+    """
     global _compiled_flex
     from torch.nn.attention.flex_attention import flex_attention
 
-    fn = flex_attention
-    if q.is_cuda and not torch.compiler.is_compiling():
-        if _compiled_flex is None:
-            _compiled_flex = torch.compile(flex_attention, dynamic=False)
-        fn = _compiled_flex
-    return fn(q, k, v, block_mask=plan.block_mask, enable_gqa=q.shape[1] != k.shape[1])
+    gqa = q.shape[1] != k.shape[1]
+    if not q.is_cuda or torch.compiler.is_compiling():
+        return flex_attention(q, k, v, block_mask=plan.block_mask, enable_gqa=gqa)
+    if _compiled_flex is None:
+        _compiled_flex = torch.compile(flex_attention, dynamic=False)
+    if _compiled_flex is not False:
+        try:
+            return _compiled_flex(q, k, v, block_mask=plan.block_mask, enable_gqa=gqa)
+        except Exception as exc:  # inductor/triton errors share no public base class
+            warnings.warn(f"flex_attention failed ({type(exc).__name__}); using SDPA with a dense mask",
+                          stacklevel=2)
+            _compiled_flex = False
+    mask = document_causal_mask(plan.doc_ids)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
 
 
 def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: AttentionPlan) -> torch.Tensor:
