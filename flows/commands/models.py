@@ -15,6 +15,23 @@ def default_models_dir() -> Path:
     return Path(os.environ.get("LMCORE_MODELS") or "models")
 
 
+def registry_versions(config: Path | None) -> list[dict]:
+    """Versions of the configured registered model; [] when there is no MLflow store to read.
+
+    The embedded SQLite store is only read when its file exists, so listing never leaves a
+    stray mlflow.db behind.
+    """
+    from lmcore.config import PipelineConfig
+
+    cfg = PipelineConfig.from_yaml(config) if config else PipelineConfig()
+    uri = cfg.tracking_uri()
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
+        return []
+    from lmcore.tracking import list_registry_versions
+
+    return list_registry_versions(cfg)
+
+
 def register(app: typer.Typer) -> None:
     models_app = typer.Typer(help="List, inspect and delete registered models.", no_args_is_help=True)
     app.add_typer(models_app, name="models")
@@ -22,24 +39,38 @@ def register(app: typer.Typer) -> None:
     @models_app.command("list")
     def list_models(
         models_dir: Path = typer.Option(None, "--models-dir", help=MODELS_HELP),
-        as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+        config: Path = typer.Option(None, "--config", "-c", help="Pipeline config whose MLflow registry to show "
+                                    "(default: the default config's tracking URI)."),
+        as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
     ) -> None:
-        """List registered models, oldest first."""
+        """List local models (oldest first) and the MLflow registry's versions with their aliases."""
         from rich.console import Console
         from rich.table import Table
 
         from lmcore.registry import ModelManager
 
         rows = ModelManager(models_dir or default_models_dir()).list_models()
+        versions = registry_versions(config)
+        aliases_by_model = {v["model_id"]: v["aliases"] for v in versions if v.get("model_id")}
         if as_json:
-            typer.echo(json.dumps(rows, indent=2, default=str))
+            typer.echo(json.dumps({"models": rows, "registry": versions}, indent=2, default=str))
             return
-        table = Table("id", "parameters", "size MB", "eval loss", "created")
+        console = Console()
+        table = Table("id", "parameters", "size MB", "eval loss", "aliases", "created", title="local models")
         for m in rows:
             loss = (m.get("eval_metrics") or {}).get("eval_loss", (m.get("eval_metrics") or {}).get("loss"))
             table.add_row(m["id"], f"{m.get('parameters', 0):,}", f"{m.get('size_mb', 0):.2f}",
-                          f"{loss:.3f}" if isinstance(loss, (int, float)) else "-", str(m.get("created", "")))
-        Console().print(table if rows else f"no models under {models_dir or default_models_dir()}")
+                          f"{loss:.3f}" if isinstance(loss, (int, float)) else "-",
+                          ", ".join(aliases_by_model.get(m["id"], [])) or "-", str(m.get("created", "")))
+        console.print(table if rows else f"no models under {models_dir or default_models_dir()}")
+        if versions:
+            reg = Table("name", "version", "aliases", "bits/byte", "model id", "created", title="MLflow registry")
+            for v in versions:
+                bpb = v.get("bits_per_byte")
+                reg.add_row(v["name"], v["version"], ", ".join(v["aliases"]) or "-",
+                            f"{bpb:.3f}" if isinstance(bpb, (int, float)) else "-", v.get("model_id") or "-",
+                            v.get("created") or "")
+            console.print(reg)
 
     @models_app.command("show")
     def show(

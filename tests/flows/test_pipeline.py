@@ -101,3 +101,22 @@ def test_with_tracking_the_run_carries_stage_keys_registers_a_version_and_cached
     assert set(statuses(again).values()) == {"cached"} and again["_run"]["mlflow_run_id"] is None
     experiment = client.get_experiment_by_name(cfg.tracking.experiment_name)
     assert len(client.search_runs([experiment.experiment_id])) == 1  # a fully cached rerun opens no MLflow run
+
+
+def test_models_list_shows_registry_versions_and_aliases_beside_local_models(first_run, workdir, capsys):
+    import yaml
+
+    from flows import cli
+
+    cfg = cfg_for(workdir, tracking={"enabled": True, "registered_model_name": "tiny-test"})
+    pipeline(cfg)  # registered by the tracking test above, or now when run alone
+    config_file = workdir["root"] / "tracked.yaml"
+    config_file.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    capsys.readouterr()
+    assert cli.main(["models", "list", "--models-dir", str(workdir["models"]), "--config", str(config_file),
+                     "--json"]) == 0
+    listing = json.loads(capsys.readouterr().out)
+    registry = listing["registry"]
+    assert registry and registry[0]["name"] == "tiny-test" and registry[0]["version"] == "1"
+    assert "champion" in registry[0]["aliases"]
+    assert registry[0]["model_id"] in {m["id"] for m in listing["models"]}

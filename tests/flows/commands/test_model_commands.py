@@ -28,7 +28,9 @@ def lmcore(*args: str) -> int:
 
 def test_models_list_json_and_show_by_prefix(models_dir, capsys):
     assert lmcore("models", "list", "--models-dir", str(models_dir), "--json") == 0
-    rows = json.loads(capsys.readouterr().out)
+    listing = json.loads(capsys.readouterr().out)
+    rows = listing["models"]
+    assert listing["registry"] == []  # no MLflow store here, and listing must not create one
     assert len(rows) == 1 and rows[0]["name"] == "tiny" and rows[0]["parameters"] > 0
     assert lmcore("models", "show", "tiny-", "--models-dir", str(models_dir)) == 0
     assert json.loads(capsys.readouterr().out)["id"] == rows[0]["id"]
