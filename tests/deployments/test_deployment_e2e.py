@@ -23,7 +23,7 @@ import yaml
 
 from lmcore.config import PipelineConfig
 from lmcore.tracking_registry import list_registry_versions
-from tests.flows.pipeline_fixtures import write_corpus
+from tests.flows.pipeline_fixtures import tiny_config, write_corpus
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -79,21 +79,11 @@ def stop(proc: subprocess.Popen) -> None:
 
 def tiny_yaml(tmp: Path) -> Path:
     corpus = write_corpus(tmp / "corpus.jsonl", records=60)
-    raw = {
-        "data": {"training_data_path": [str(corpus)], "eval_split": 0.1},
-        "tokenizer": {"vocab_size": 300},
-        "model": {"config_preset": "custom",
-                  "custom": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "num_kv_heads": 1,
-                             "intermediate_size": 64, "seq_length": 32}},
-        "training": {"batch_size": 4, "max_steps": 3, "log_every": 1, "eval_every": 100, "eval_batches": 2,
-                     "checkpoint_every": 100, "sample_max_new_tokens": 4},
-        "precision": {"dtype": "fp32", "use_mixed_precision": False},
-        "tracking": {"enabled": True, "experiment_name": "e2e", "registered_model_name": "e2e-model",
-                     "flush_every_seconds": 1.0},
-        "paths": {"store": str(tmp / "store"), "models": str(tmp / "models"), "mlflow": str(tmp / "mlflow")},
-    }
+    cfg = tiny_config(corpus, tmp / "store", tmp / "models",
+                      tracking={"enabled": True, "experiment_name": "e2e", "registered_model_name": "e2e-model",
+                                "flush_every_seconds": 1.0})
     path = tmp / "tiny.yaml"
-    path.write_text(yaml.safe_dump(raw))
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
     return path
 
 
