@@ -84,14 +84,20 @@ def artifact_root(cfg: "PipelineConfig") -> str:
     return (Path(cfg.paths.mlflow) / "mlartifacts").resolve().as_uri()
 
 
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` tracking URI; None for any other store."""
+    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+
+
 def make_client(cfg: "PipelineConfig") -> "MlflowClient":
     """An ``MlflowClient`` on the configured URI (creating ``paths.mlflow`` for the SQLite default)."""
     prepare_mlflow_env(cfg)
     from mlflow import MlflowClient
 
     uri = cfg.tracking_uri()
-    if uri.startswith("sqlite:///"):
-        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite_file(uri)
+    if db is not None:
+        db.parent.mkdir(parents=True, exist_ok=True)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 

@@ -23,12 +23,12 @@ def registry_versions(config: Path | None) -> list[dict]:
     """
     from lmcore.config import PipelineConfig
 
-    cfg = PipelineConfig.from_yaml(config) if config else PipelineConfig()
-    uri = cfg.tracking_uri()
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
-        return []
-    from lmcore.tracking import list_registry_versions
+    from lmcore.tracking import list_registry_versions, sqlite_file
 
+    cfg = PipelineConfig.from_yaml(config) if config else PipelineConfig()
+    db = sqlite_file(cfg.tracking_uri())
+    if db is not None and not db.exists():
+        return []
     return list_registry_versions(cfg)
 
 
