@@ -4,9 +4,13 @@ Why largest-that-fits: a user who writes ``config_preset: auto`` wants the
 best model their machine can train without running out of memory. Every
 preset is estimated (:mod:`lmcore.hardware.memory`) with the configured
 micro-batch, the preset's sequence length and the training precision; a
-preset fits when its estimate is at most ``SAFETY_MARGIN`` of the free
-memory (the rest is for the CUDA context, allocator fragmentation and
-temporary buffers). With ``training.strategy: fsdp`` the model states are
+preset fits when its estimate is at most ``SAFETY_MARGIN`` of the device's
+total memory (the rest is for the CUDA context, allocator fragmentation and
+temporary buffers). Total, not free: the choice is then a property of the
+hardware, so the same config on the same GPU always resolves to the same
+model and a rerun hits the pipeline's cache; memory held by other processes
+at that moment is reported in the reason instead of silently shrinking the
+model. With ``training.strategy: fsdp`` the model states are
 divided over ``training.nproc_per_node`` devices. A preset that only fits with gradient checkpointing is
 chosen with it, and the reason says so. A CPU always gets ``tiny``: a
 larger model would fit in RAM but would not finish training in useful time.
@@ -66,10 +70,23 @@ def training_dtype(cfg: PipelineConfig, hw: HardwareInfo) -> str:
     return wanted
 
 
+def memory_budget(hw: HardwareInfo) -> int:
+    """Bytes a training run may plan for: ``SAFETY_MARGIN`` of the device's total memory."""
+    return int((hw.total_memory or hw.free_memory) * SAFETY_MARGIN)
+
+
+def _busy_note(hw: HardwareInfo, needed: int) -> str:
+    """A warning when other processes hold the memory the chosen preset needs."""
+    if hw.free_memory and hw.free_memory < needed:
+        return (f"; warning: only {hw.free_memory / GiB:.1f} GiB is free now (other processes hold the rest), "
+                f"free it or lower training.batch_size")
+    return ""
+
+
 def plan_presets(cfg: PipelineConfig, hw: HardwareInfo, batch_size: Optional[int] = None) -> list[PresetPlan]:
     """Every preset (with the config's ``model.custom`` overrides applied) and its estimates."""
     dtype = training_dtype(cfg, hw)
-    budget = int(hw.free_memory * SAFETY_MARGIN)
+    budget = memory_budget(hw)
     b = batch_size or cfg.training.batch_size
     shards = cfg.training.nproc_per_node if cfg.training.strategy == "fsdp" else 1
     plans = []
@@ -92,19 +109,21 @@ def choose(cfg: PipelineConfig, hw: Optional[HardwareInfo] = None) -> PresetChoi
     if wanted != "auto":
         return PresetChoice(wanted, f"set in the config (model.config_preset={wanted})",
                             cfg.model.gradient_checkpointing, plans)
-    free = f"{hw.free_memory / GiB:.1f} GiB free"
+    total = f"{(hw.total_memory or hw.free_memory) / GiB:.1f} GiB"
     if hw.device_type == "cpu":
         return PresetChoice("tiny", f"CPU ({hw.cpu_cores} cores): larger presets would not train in useful time",
                             cfg.model.gradient_checkpointing, plans)
-    budget = f"{SAFETY_MARGIN:.0%} of {free} on {hw.name}"
+    budget = f"{SAFETY_MARGIN:.0%} of {total} on {hw.name}"
     for plan in reversed(plans):
         if plan.fits:
             return PresetChoice(plan.name, f"largest preset that fits: {plan.plain.total / GiB:.1f} GiB "
-                                f"<= {budget}", cfg.model.gradient_checkpointing, plans)
+                                f"<= {budget}" + _busy_note(hw, plan.plain.total),
+                                cfg.model.gradient_checkpointing, plans)
         if plan.fits_with_checkpointing:
             return PresetChoice(plan.name, f"largest preset that fits, with gradient checkpointing: "
                                 f"{plan.checkpointed.total / GiB:.1f} GiB <= {budget} "
-                                f"(without: {plan.plain.total / GiB:.1f} GiB)", True, plans)
+                                f"(without: {plan.plain.total / GiB:.1f} GiB)" + _busy_note(hw, plan.checkpointed.total),
+                                True, plans)
     return PresetChoice("tiny", f"no preset fits {budget}; using the smallest "
                         f"(needs {plans[0].checkpointed.total / GiB:.1f} GiB with checkpointing): "
                         "lower training.batch_size", True, plans)

@@ -4,6 +4,7 @@ Machines we are not on (a 24 GB or an 80 GB GPU) are described by constructing
 ``HardwareInfo`` by hand: the preset logic is a pure function of that record.
 """
 
+import dataclasses
 import importlib.util
 
 import pytest
@@ -207,6 +208,15 @@ def test_auto_preset_turns_on_checkpointing_when_only_that_fits():
     model, _ = resolve_model_config(cfg, gpu(12))
     assert model.gradient_checkpointing is True
     assert model.hidden_size == PRESETS["small"]["hidden_size"]
+
+
+def test_auto_preset_depends_on_the_gpu_not_on_what_is_free_at_the_moment():
+    """The choice feeds the train stage's cache key: a busy GPU must not change the model."""
+    idle = gpu(24)
+    busy = dataclasses.replace(idle, free_memory=3 * GiB)
+    assert choose(PipelineConfig(), idle).name == choose(PipelineConfig(), busy).name == "small"
+    assert "warning" not in choose(PipelineConfig(), idle).reason
+    assert "only 3.0 GiB is free" in choose(PipelineConfig(), busy).reason
 
 
 def test_auto_preset_uses_the_configured_batch_size():
