@@ -2,8 +2,10 @@
 
 Key: the token shard keys + the tokenizer key + the resolved architecture
 (``ModelConfig``, after ``auto`` was resolved) + the ``training`` and
-``precision`` sections + ``lmcore.train.trainer.STAGE_VERSION``. The MLflow run
-id is not part of the key: it only says where to log.
+``precision`` sections (less the keys that cannot change the weights:
+``NOT_IN_KEY``) + ``lmcore.train.trainer.STAGE_VERSION``. The MLflow run id is
+not part of the key: it only says where to log. Editing a sample prompt or the
+log interval therefore reruns evaluate, not hours of training.
 """
 
 from __future__ import annotations
@@ -23,8 +25,13 @@ def inputs(p: dict[str, Any]) -> dict[str, Any]:
     return {"tokens": [t["key"] for t in p["tokens"]], "tokenizer": p["tokenizer"]["key"]}
 
 
+# Training keys that only say what to print or what evaluate samples: same weights either way.
+NOT_IN_KEY = ("log_every", "sample_prompts", "sample_max_new_tokens")
+
+
 def key_config(p: dict[str, Any]) -> dict[str, Any]:
-    return {"model": p["model_config"], "training": p["config"]["training"], "precision": p["config"]["precision"],
+    training = {k: v for k, v in p["config"]["training"].items() if k not in NOT_IN_KEY}
+    return {"model": p["model_config"], "training": training, "precision": p["config"]["precision"],
             "document_masking": p["config"]["model"]["document_masking"]}
 
 

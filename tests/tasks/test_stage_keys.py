@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 
-from tasks import _common, register, tokenizer, train, validate
+from tasks import _common, evaluate, register, tokenizer, train, validate
 from tests.flows.pipeline_fixtures import tiny_config, write_corpus
 
 
@@ -39,6 +39,21 @@ def test_train_key_ignores_tracking_and_paths_but_follows_training_and_the_token
     assert base == key(_cfg(tmp_path, paths={"models": str(tmp_path / "elsewhere")}))
     assert base != key(_cfg(tmp_path, training={"learning_rate": 1e-2}))
     assert base != key(_cfg(tmp_path), tok="t2")
+
+
+def test_train_key_ignores_what_only_logging_and_evaluate_read(tmp_path):
+    """A new sample prompt or log interval must not retrain; evaluate's key still follows the prompts."""
+    def keys(**training):
+        cfg = _cfg(tmp_path, training=training)
+        params = {"tokens": [{"key": "k1"}], "tokenizer": {"key": "t1"}, "model_config": {"hidden_size": 32},
+                  "config": cfg}
+        return train.key(params), evaluate.key({**params, "train": {"key": train.key(params)}})
+
+    train_base, eval_base = keys()
+    train_new, eval_new = keys(log_every=3, sample_prompts=["HAMLET."], sample_max_new_tokens=9)
+    assert train_new == train_base
+    assert eval_new != eval_base
+    assert keys(eval_every=7)[0] != train_base  # when to evaluate decides the best checkpoint
 
 
 def test_tokenizer_key_follows_vocab_size_and_register_key_the_model_name(tmp_path):
