@@ -19,24 +19,16 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
+sys.path.insert(0, str(ROOT))
+from tests.servers import BIN, free_port, start_mlflow_server, stop  # noqa: E402  (one copy of the server helpers)
+
 MAX_PNG_BYTES = 300_000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run_pipeline(workdir: Path, overrides: list[str]) -> None:
@@ -51,32 +43,10 @@ def run_pipeline(workdir: Path, overrides: list[str]) -> None:
 
 
 def start_mlflow(workdir: Path, port: int) -> subprocess.Popen:
-    db = workdir / "mlflow" / "mlflow.db"
-    cmd = [str(BIN / "mlflow"), "server", "--workers", "1", "--host", "127.0.0.1", "--port", str(port),
-           "--backend-store-uri", f"sqlite:///{db}",
-           "--default-artifact-root", (workdir / "mlflow" / "mlartifacts").resolve().as_uri()]
-    log = open(workdir / "mlflow-server.log", "w")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                            env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                if r.status == 200:
-                    return proc
-        except OSError:
-            time.sleep(0.5)
-    stop(proc)
-    raise SystemExit(f"mlflow server did not start; see {workdir / 'mlflow-server.log'}")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+    """The UI over what ``lmcore run`` logged locally (SQLite + the local artifact folder)."""
+    mlflow_dir = workdir / "mlflow"
+    return start_mlflow_server(port, mlflow_dir / "mlflow.db", workdir / "mlflow-server.log",
+                               ["--default-artifact-root", (mlflow_dir / "mlartifacts").resolve().as_uri()])
 
 
 def screenshot(url: str, out: Path, profile: Path, size: str = "1600,1000", budget_ms: int = 25000) -> Path:
@@ -120,7 +90,6 @@ def main(argv: list[str] | None = None) -> None:
 
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     os.environ["LMCORE_MLFLOW_DIR"] = str(workdir / "mlflow")
-    sys.path.insert(0, str(ROOT))
     from mlflow import MlflowClient
 
     from lmcore.config import PipelineConfig

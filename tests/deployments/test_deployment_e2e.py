@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,15 +22,9 @@ import yaml
 from lmcore.config import PipelineConfig
 from lmcore.tracking_registry import list_registry_versions
 from tests.flows.pipeline_fixtures import tiny_config, write_corpus
+from tests.servers import BIN, free_port, stop, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def api(base: str, path: str, body: dict | None = None, method: str | None = None) -> dict:
@@ -48,33 +40,6 @@ def api(base: str, path: str, body: dict | None = None, method: str | None = Non
             if exc.code not in (429, 502, 503) or attempt == 5:
                 raise
             time.sleep(0.5 * 2 ** attempt)
-
-
-def wait_for(what: str, check, timeout: float, procs: list[subprocess.Popen], logs: list[Path]):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = check()
-            if value:
-                return value
-        except OSError:
-            pass
-        for proc, log in zip(procs, logs):
-            if proc.poll() is not None:
-                raise AssertionError(f"{what}: process exited early:\n{log.read_text()[-3000:]}")
-        time.sleep(0.5)
-    tails = "\n---\n".join(log.read_text()[-3000:] for log in logs)
-    raise AssertionError(f"timed out waiting for {what}:\n{tails}")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
 
 
 def tiny_yaml(tmp: Path) -> Path:

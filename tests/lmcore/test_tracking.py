@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from mlflow import MlflowClient
 from lmcore.config import PipelineConfig
 from lmcore.tracking import NullRun, PipelineTracker, dataset_digest
 from lmcore.tracking_buffer import MetricBuffer
+from tests.servers import free_port, start_mlflow_server, stop
 
 
 def make_cfg(tmp_path: Path, **tracking) -> PipelineConfig:
@@ -155,14 +155,8 @@ def test_disabled_tracking_and_other_ranks_log_nothing(tmp_path, monkeypatch):
     assert not (tmp_path / "mlflow").exists()
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_unreachable_tracking_server_gives_a_warning_not_a_failure(tmp_path, caplog):
-    cfg = make_cfg(tmp_path, uri=f"http://127.0.0.1:{_closed_port()}", request_retries=0, request_timeout=2)
+    cfg = make_cfg(tmp_path, uri=f"http://127.0.0.1:{free_port()}", request_retries=0, request_timeout=2)
     start = time.monotonic()
     with caplog.at_level("WARNING", logger="lmcore.tracking"):
         with PipelineTracker(cfg).run("flow") as run:
@@ -211,42 +205,6 @@ def test_metric_buffer_is_bounded_and_reports_what_was_lost(caplog):
     assert any("could not be sent" in r.message for r in caplog.records)
 
 
-def _start_mlflow_server(tmp_path: Path, port: int, db: Path):
-    import subprocess
-    import sys
-    import urllib.request
-
-    cmd = [str(Path(sys.executable).parent / "mlflow"), "server", "--workers", "1", "--host", "127.0.0.1",
-           "--port", str(port), "--backend-store-uri", f"sqlite:///{db}",
-           "--artifacts-destination", str(tmp_path / "server-artifacts")]
-    log = open(tmp_path / f"server-{time.time():.0f}.log", "w")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path, start_new_session=True)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as r:
-                if r.status == 200:
-                    return proc
-        except OSError:
-            time.sleep(0.3)
-        if proc.poll() is not None:
-            break
-    _stop(proc)
-    raise RuntimeError(f"mlflow server did not become healthy: {(tmp_path / log.name).read_text()[-2000:]}")
-
-
-def _stop(proc) -> None:
-    import signal
-
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except Exception:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
-
-
 def test_metrics_logged_while_the_server_is_down_arrive_once_it_is_up(tmp_path, caplog):
     """A real ``mlflow server`` that is not up yet: training goes on, metrics arrive when it starts.
 
@@ -256,7 +214,7 @@ def test_metrics_logged_while_the_server_is_down_arrive_once_it_is_up(tmp_path, 
     local = make_cfg(tmp_path)
     with PipelineTracker(local).run("flow-x") as run:
         run_id = run.run_id
-    port = _closed_port()
+    port = free_port()
     cfg = make_cfg(tmp_path, uri=f"http://127.0.0.1:{port}", request_retries=0, request_timeout=15,
                    flush_every_seconds=0.2, final_flush_timeout=30)
     server = None
@@ -270,7 +228,9 @@ def test_metrics_logged_while_the_server_is_down_arrive_once_it_is_up(tmp_path, 
                     time.sleep(0.05)
                 assert time.monotonic() - t0 < 5.0
                 assert cb.buffer.pending == 20 and cb.buffer.failures >= 1
-                server = _start_mlflow_server(tmp_path, port, tmp_path / "mlflow" / "mlflow.db")
+                server = start_mlflow_server(port, tmp_path / "mlflow" / "mlflow.db", tmp_path / "server.log",
+                                             ["--artifacts-destination", str(tmp_path / "server-artifacts")],
+                                             timeout=60, cwd=tmp_path)
                 for step in range(21, 31):
                     cb.on_log(step, {"loss": 3.0 - step / 10})
                 cb.on_train_end({"steps": 30})
@@ -280,4 +240,4 @@ def test_metrics_logged_while_the_server_is_down_arrive_once_it_is_up(tmp_path, 
         assert sum("retrying with backoff" in r.message for r in caplog.records) == 1
     finally:
         if server is not None:
-            _stop(server)
+            stop(server)
