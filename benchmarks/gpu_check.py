@@ -65,21 +65,30 @@ def section(title: str) -> None:
 
 
 class RandomBatch:
-    """Same fields as lmcore.data.loader.Batch: two packed documents per row."""
+    """Same fields as lmcore.data.loader.Batch; ``docs_per_row`` packed documents in every row.
 
-    def __init__(self, batch: int, seq: int, vocab: int, device: torch.device, generator: torch.Generator):
+    Two documents per row (the default) is what real packed data looks like and exercises the
+    document mask (flex on CUDA); one document per row takes the plain causal kernels, the upper
+    bound the masked path is measured against.
+    """
+
+    def __init__(self, batch: int, seq: int, vocab: int, device: torch.device, generator: torch.Generator,
+                 docs_per_row: int = 2):
         ids = torch.randint(0, vocab, (batch, seq + 1), generator=generator)
         self.input_ids = ids[:, :-1].contiguous().to(device)
         self.targets = ids[:, 1:].contiguous().to(device)
         doc = torch.zeros(batch, seq, dtype=torch.int32)
-        doc[:, seq // 3:] = 1
+        for d in range(1, docs_per_row):
+            doc[:, d * seq // (docs_per_row + 1):] = d
         self.doc_ids = doc.to(device)
         self.num_target_tokens = batch * seq
 
 
-def make_stepper(model: torch.nn.Module, dtype: str, compile_: bool, device: torch.device):
+def make_stepper(model: torch.nn.Module, dtype: str, compile_: bool, device: torch.device,
+                 compile_mode: str = "default"):
     """``(step(batch) -> loss, path)``: lmcore's Trainer when importable, else a plain loop."""
-    cfg = PipelineConfig.from_dict({"precision": {"dtype": dtype, "use_compile": compile_},
+    cfg = PipelineConfig.from_dict({"precision": {"dtype": dtype, "use_compile": compile_,
+                                                  "compile_mode": compile_mode},
                                     "training": {"learning_rate": 1e-4, "max_grad_norm": 1.0}})
     try:
         from lmcore.train.context import single_process_context
@@ -94,7 +103,7 @@ def make_stepper(model: torch.nn.Module, dtype: str, compile_: bool, device: tor
     fused = device.type == "cuda"
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=fused)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == "fp16")
-    fwd = torch.compile(model) if compile_ else model
+    fwd = torch.compile(model, mode=compile_mode) if compile_ else model
 
     def step(b):
         with torch.autocast(device.type, dtype=amp_dtype, enabled=dtype != "fp32"):
@@ -117,16 +126,19 @@ def sync(device: torch.device) -> None:
 
 
 def train_benchmark(name: str, shape: dict, dtype: str, compile_: bool, batch: int, warmup: int, steps: int,
-                    device: torch.device, peak, backend: str = "auto") -> dict:
-    section(f"{name}: {dtype}{' + compile' if compile_ else ''}, attention {backend}")
+                    device: torch.device, peak, backend: str = "auto", docs_per_row: int = 2,
+                    compile_mode: str = "default") -> dict:
+    mode = f" ({compile_mode})" if compile_ and compile_mode != "default" else ""
+    section(f"{name}: {dtype}{' + compile' + mode if compile_ else ''}, attention {backend}, "
+            f"{docs_per_row} document(s) per row")
     model_cfg = ModelConfig(**shape, attention_backend=backend)
     torch.manual_seed(0)
     model = Transformer(model_cfg).to(device)
     n = model_cfg.num_parameters()
     seq = model_cfg.seq_length
-    step, path = make_stepper(model, dtype, compile_, device)
+    step, path = make_stepper(model, dtype, compile_, device, compile_mode)
     gen = torch.Generator().manual_seed(1)
-    batches = [RandomBatch(batch, seq, model_cfg.vocab_size, device, gen) for _ in range(4)]
+    batches = [RandomBatch(batch, seq, model_cfg.vocab_size, device, gen, docs_per_row) for _ in range(4)]
     log(f"model {n / 1e6:.1f}M params, batch {batch} x {seq}, step = {path}")
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -148,7 +160,8 @@ def train_benchmark(name: str, shape: dict, dtype: str, compile_: bool, batch: i
     util = mfu(tps, model_cfg, seq, peak)
     peak_mem = torch.cuda.max_memory_allocated() if device.type == "cuda" else None
     est = estimate_training_memory(model_cfg, batch, seq, dtype)
-    result = {"name": name, "dtype": dtype, "compile": compile_, "attention_backend": backend, "params": n,
+    result = {"name": name, "dtype": dtype, "compile": compile_, "compile_mode": compile_mode,
+              "attention_backend": backend, "docs_per_row": docs_per_row, "params": n,
               "batch": batch, "seq": seq, "warmup_steps": warmup, "warmup_s": round(warm_s, 2), "steps": steps,
               "step_ms": round(1000 * dt / steps, 2), "tokens_per_sec": round(tps, 1),
               "mfu": util,
@@ -222,6 +235,11 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=None, help="warm-up steps incl. compile (default 5; tiny 2)")
     ap.add_argument("--batch", type=int, default=None, help="sequences per step (default 16; tiny 2)")
     ap.add_argument("--no-compile", action="store_true", help="skip torch.compile in the bf16 run")
+    ap.add_argument("--compile-mode", default="default",
+                    choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
+                    help="torch.compile mode of the bf16 run (precision.compile_mode)")
+    ap.add_argument("--docs-per-row", type=int, default=2, choices=[1, 2, 3, 4],
+                    help="packed documents per row: 2 (default) masks them, 1 is plain causal attention")
     ap.add_argument("--skip-fp16", action="store_true", help="skip the fp16 + GradScaler run")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     args = ap.parse_args(argv)
@@ -262,16 +280,17 @@ def main(argv=None) -> int:
               "peak_bf16": peak_bf16, "peak_fp16": peak_fp16}
     report["auto_preset"] = auto_preset(hw)
     report["attention"] = attention_agreement(device, tiny, hw.flash_attn)
+    docs = args.docs_per_row
     runs = [train_benchmark("gpt2-small" if not tiny else "tiny", shape, "bf16", compile_, batch, warmup, steps,
-                            device, peak_bf16)]
+                            device, peak_bf16, docs_per_row=docs, compile_mode=args.compile_mode)]
     if not args.skip_fp16:
         runs.append(train_benchmark("gpt2-small" if not tiny else "tiny", shape, "fp16", False, batch,
-                                    max(1, warmup // 2), max(2, steps // 3), device, peak_fp16))
+                                    max(1, warmup // 2), max(2, steps // 3), device, peak_fp16, docs_per_row=docs))
     if hw.flash_attn and time.perf_counter() - started > 150:
         log("\n(flash-attn run skipped: over 150 s already)")
     elif hw.flash_attn:
         runs.append(train_benchmark("gpt2-small", shape, "bf16", compile_, batch, warmup, steps, device,
-                                    peak_bf16, backend="flash"))
+                                    peak_bf16, backend="flash", docs_per_row=docs, compile_mode=args.compile_mode))
     report["runs"] = runs
     report["total_s"] = round(time.perf_counter() - started, 1)
 
@@ -280,6 +299,7 @@ def main(argv=None) -> int:
         m = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "n/a"
         mem = f"{r['peak_memory_gib']} GiB" if r["peak_memory_gib"] is not None else "-"
         log(f"{r['dtype']}{'+compile' if r['compile'] else '':8} attn={r['attention_backend']:5} "
+            f"docs/row={r['docs_per_row']} "
             f"{r['tokens_per_sec']:>12,.0f} tok/s  MFU {m:>6}  peak mem {mem:>10}  "
             f"(est {r['estimated_memory_gib']} GiB)  loss finite: {r['finite']}")
     log(f"attention backends agree: {report['attention']['agree']}; auto preset: {report['auto_preset']['preset']}; "

@@ -32,6 +32,29 @@ def test_gpu_check_tiny_cpu_run_reports_throughput_mfu_attention_and_preset(tmp_
     assert "tokens/s" in printed and "MFU" in printed and "auto picks: tiny" in printed
 
 
+def test_gpu_check_batches_pack_the_requested_documents_per_row():
+    """--docs-per-row 1 is the plain causal upper bound; 2+ exercises the document mask."""
+    import torch
+
+    check = load_script()
+    for docs in (1, 2, 3):
+        batch = check.RandomBatch(2, 12, 50, torch.device("cpu"), torch.Generator().manual_seed(0), docs)
+        assert batch.doc_ids.shape == (2, 12)
+        assert [len(row.unique()) for row in batch.doc_ids] == [docs, docs]
+        assert (batch.doc_ids[:, 1:] >= batch.doc_ids[:, :-1]).all()  # contiguous runs, as the loader makes
+
+
+def test_gpu_check_passes_docs_per_row_and_compile_mode_into_the_report(tmp_path):
+    out = tmp_path / "figures.json"
+    code = load_script().main(["--device", "cpu", "--tiny", "--steps", "2", "--warmup", "1", "--skip-fp16",
+                               "--docs-per-row", "1", "--compile-mode", "max-autotune-no-cudagraphs",
+                               "--json", str(out)])
+    assert code == 0
+    (run,) = json.loads(out.read_text())["runs"]
+    assert run["docs_per_row"] == 1 and run["compile_mode"] == "max-autotune-no-cudagraphs"
+    assert run["finite"] and run["tokens_per_sec"] > 0
+
+
 def test_gpu_check_refuses_cuda_without_a_gpu(capsys):
     import torch
 
