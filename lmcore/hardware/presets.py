@@ -70,9 +70,14 @@ def training_dtype(cfg: PipelineConfig, hw: HardwareInfo) -> str:
     return wanted
 
 
+def device_memory(hw: HardwareInfo) -> int:
+    """The device's memory in bytes: its total (free only when the total is unknown)."""
+    return hw.total_memory or hw.free_memory
+
+
 def memory_budget(hw: HardwareInfo) -> int:
     """Bytes a training run may plan for: ``SAFETY_MARGIN`` of the device's total memory."""
-    return int((hw.total_memory or hw.free_memory) * SAFETY_MARGIN)
+    return int(device_memory(hw) * SAFETY_MARGIN)
 
 
 def _busy_note(hw: HardwareInfo, needed: int) -> str:
@@ -109,7 +114,7 @@ def choose(cfg: PipelineConfig, hw: Optional[HardwareInfo] = None) -> PresetChoi
     if wanted != "auto":
         return PresetChoice(wanted, f"set in the config (model.config_preset={wanted})",
                             cfg.model.gradient_checkpointing, plans)
-    total = f"{(hw.total_memory or hw.free_memory) / GiB:.1f} GiB"
+    total = f"{device_memory(hw) / GiB:.1f} GiB"
     if hw.device_type == "cpu":
         return PresetChoice("tiny", f"CPU ({hw.cpu_cores} cores): larger presets would not train in useful time",
                             cfg.model.gradient_checkpointing, plans)
