@@ -205,6 +205,10 @@ class TrainingConfig(StrictModel):
     adam_beta1: float = Field(0.9, ge=0.0, lt=1.0)
     adam_beta2: float = Field(0.95, ge=0.0, lt=1.0)
     adam_eps: float = Field(1e-8, gt=0)
+    optimizer: Literal["adamw", "muon"] = Field(
+        "adamw", description="muon: Muon on hidden matrices, AdamW on embeddings/head/norms (torch>=2.9)")
+    muon_momentum: float = Field(0.95, ge=0.0, lt=1.0, description="Muon's Nesterov momentum")
+    muon_lr_scale: float = Field(1.0, gt=0, description="Muon half's lr = learning_rate * this")
     scheduler_type: Literal["cosine_with_warmup", "cosine_with_restarts", "linear", "constant_with_warmup"] = (
         "cosine_with_warmup")
     warmup_ratio: float = Field(0.02, ge=0.0, lt=1.0)

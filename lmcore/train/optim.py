@@ -1,4 +1,4 @@
-"""AdamW with two parameter groups: weight decay on matrices, none on vectors.
+"""AdamW with two parameter groups: weight decay on matrices, none on vectors (or Muon+AdamW).
 
 Decision: every parameter with fewer than two dimensions (norm gains, biases) gets no
 weight decay; matrices (attention, MLP, and the embedding/LM-head matrix) do.  Decaying
@@ -42,8 +42,9 @@ def _fused_supported(device: torch.device) -> bool:
 
 
 def build_optimizer(model: torch.nn.Module, training_cfg, device: torch.device | str | None = None,
-                    implementation: str = "auto") -> torch.optim.AdamW:
-    """AdamW from the ``training`` section (lr, betas, eps, weight_decay).
+                    implementation: str = "auto"):
+    """AdamW from the ``training`` section (lr, betas, eps, weight_decay), or Muon+AdamW when
+    ``training.optimizer`` is ``muon`` (:mod:`lmcore.train.muon`; its AdamW half is built the same way).
 
     ``implementation``: ``auto`` (fused where available, else foreach), ``fused``, ``foreach``
     or ``loop`` (the reference per-tensor loop).
@@ -62,11 +63,16 @@ def build_optimizer(model: torch.nn.Module, training_cfg, device: torch.device |
         kwargs["foreach"] = False
     else:
         raise ValueError(f"unknown optimizer implementation {implementation!r}")
+    if getattr(training_cfg, "optimizer", "adamw") == "muon":
+        from lmcore.train.muon import MuonWithAdamW
+
+        return MuonWithAdamW(model, training_cfg, kwargs)
     return torch.optim.AdamW(param_groups(model, training_cfg.weight_decay), lr=training_cfg.learning_rate,
                              betas=(training_cfg.adam_beta1, training_cfg.adam_beta2),
                              eps=training_cfg.adam_eps, **kwargs)
 
 
 def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """The schedule's ``lr`` on every group, times the group's ``lr_scale`` where it has one (Muon's half)."""
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)
