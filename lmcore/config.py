@@ -227,6 +227,13 @@ class TrainingConfig(StrictModel):
     sample_prompts: list[str] = Field(default_factory=lambda: ["ROMEO:", "The king"])
     sample_max_new_tokens: int = Field(48, ge=1)
 
+    @model_validator(mode="after")
+    def _check_optimizer(self) -> "TrainingConfig":
+        if self.optimizer == "muon" and self.strategy == "fsdp" and self.nproc_per_node > 1:
+            raise ValueError("optimizer 'muon' orthogonalises whole matrices and cannot run on FSDP shards; "
+                             "use strategy 'ddp' or optimizer 'adamw'")
+        return self
+
 
 class PrecisionConfig(StrictModel):
     """``precision``: dtype and compilation."""

@@ -35,9 +35,9 @@ MODEL = ModelConfig(vocab_size=VOCAB, hidden_size=32, num_layers=2, num_heads=2,
 
 
 def training_config(batch_size: int, nproc: int, strategy: str = "ddp", accum: int = 1,
-                    max_steps: int = 5) -> PipelineConfig:
+                    max_steps: int = 5, optimizer: str = "adamw") -> PipelineConfig:
     return PipelineConfig.from_dict({
-        "training": {"batch_size": batch_size, "nproc_per_node": nproc, "strategy": strategy,
+        "training": {"batch_size": batch_size, "nproc_per_node": nproc, "strategy": strategy, "optimizer": optimizer,
                      "gradient_accumulation_steps": accum, "max_steps": max_steps, "learning_rate": 1e-2,
                      "scheduler_type": "constant_with_warmup", "warmup_steps": 0, "log_every": 1,
                      "eval_every": 1000, "checkpoint_every": 1000, "seed": 3},
@@ -93,6 +93,15 @@ def test_ddp_two_processes_follow_the_single_process_loss_curve(token_dir, singl
     assert double.checkpoints == [tmp_path / "two" / "final"]
     assert (tmp_path / "two" / "final" / "model.safetensors").is_file()
     assert summary["steps"] == 5 and summary["final_loss"] == pytest.approx(single.losses[-1], rel=1e-5)
+
+
+def test_ddp_with_muon_follows_the_single_process_muon_run(token_dir, tmp_path):
+    """Muon orthogonalises the all-reduced gradient: every rank takes the same step as one process."""
+    single, double = LossRecorder(), LossRecorder()
+    run_train(training_config(4, 1, optimizer="muon"), MODEL, [token_dir], None, tmp_path / "one", [single])
+    run_train(training_config(2, 2, optimizer="muon"), MODEL, [token_dir], None, tmp_path / "two", [double])
+    assert len(double.losses) == 5 and single.losses[-1] < single.losses[0]
+    np.testing.assert_allclose(double.losses, single.losses, rtol=1e-4)
 
 
 def test_fsdp_run_train_matches_one_process_and_resumes_from_its_own_checkpoint(token_dir, single_process_run,

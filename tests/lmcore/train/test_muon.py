@@ -105,6 +105,13 @@ def test_unknown_optimizer_name_is_a_config_error_naming_the_key():
         PipelineConfig.from_dict({"training": {"optimizer": "sgd"}})
 
 
+def test_muon_with_fsdp_across_processes_is_refused_when_the_config_is_read():
+    from lmcore.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="FSDP shards"):
+        PipelineConfig.from_dict({"training": {"optimizer": "muon", "strategy": "fsdp", "nproc_per_node": 2}})
+
+
 def test_run_train_with_muon_learns_on_real_token_shards(tmp_path):
     token_dir, tok_dir, _ = build_token_dir(tmp_path / "corpus", synthetic_texts(200, 0), synthetic_texts(20, 1))
     cfg = PipelineConfig.from_dict({
