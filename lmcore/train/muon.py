@@ -16,7 +16,9 @@ multiplies the Muon half's learning rate when the optimum differs.
 ``GradScaler`` and checkpoints use: ``param_groups`` (both halves, so setting the
 learning rate reaches every group), ``state``, ``step``, ``zero_grad``, ``state_dict``
 and ``load_state_dict``.  FSDP-sharded parameters are refused: the orthogonalisation
-needs whole matrices, and a shard's would be a different update.
+needs whole matrices, and a shard's would be a different update.  Weight decay follows
+torch's convention for both halves: ``p *= 1 - group_lr * weight_decay``, so on the Muon half
+it scales with ``muon_lr_scale`` too.
 """
 
 from __future__ import annotations
@@ -25,9 +27,6 @@ from typing import Any, Callable, Optional
 
 import torch
 from torch import nn
-
-# Published Muon defaults; torch's Muon uses the same.
-DEFAULT_MOMENTUM = 0.95
 
 
 def split_for_muon(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter], list[nn.Parameter]]:

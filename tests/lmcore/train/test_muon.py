@@ -66,6 +66,32 @@ def test_muon_update_is_orthogonalised_and_has_the_rms_of_an_adamw_update():
     assert 0.1 * 1e-2 < rms < 0.3 * 1e-2
 
 
+def test_grad_scaler_drives_muon_like_fp16_training_does_and_skips_overflowing_steps():
+    """The fp16 path (GPU) on CPU: GradScaler unscales both halves before the step and skips on inf."""
+    (batch,) = random_batches(1, batch=2, seq=16)
+    finals, grads = [], []
+    for scale in (None, 2.0 ** 12):
+        torch.manual_seed(0)
+        model = Transformer(model_cfg())
+        opt = build_optimizer(model, pipeline().training, "cpu")
+        scaler = torch.amp.GradScaler("cpu", init_scale=scale or 1.0, enabled=scale is not None)
+        loss = torch.nn.functional.cross_entropy(model(batch.input_ids).flatten(0, 1), batch.targets.flatten())
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)  # clipping reads these grads: every group of both halves must be unscaled
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+        scaler.step(opt)
+        scaler.update()
+        finals.append(_weights(model))
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-4, atol=1e-8)
+    torch.testing.assert_close(finals[1], finals[0], rtol=1e-4, atol=1e-6)
+
+    before = _weights(model)
+    model.layers[0].attn.o_proj.weight.grad = torch.full_like(model.layers[0].attn.o_proj.weight, float("inf"))
+    scaler.step(opt)  # an overflow: the scaler must not call Muon or AdamW
+    scaler.update()
+    assert torch.equal(_weights(model), before) and scaler.get_scale() < 2.0 ** 12
+
+
 def _weights(model):
     return torch.cat([p.detach().flatten() for p in model.parameters()])
 
