@@ -20,19 +20,18 @@ from pathlib import Path
 import torch
 
 from lmcore.config import PipelineConfig
+from lmcore.data.loader import Batch
 from lmcore.model import Transformer
 from lmcore.train.engine import Trainer
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "shakespeare-cpu.yaml"
 
 
-class _Batch:
-    """The fields ``train_step`` reads; one document per row (the common case in the recipe)."""
-
-    def __init__(self, ids: torch.Tensor):
-        self.input_ids, self.targets = ids[:, :-1].contiguous(), ids[:, 1:].contiguous()
-        self.doc_ids = torch.zeros_like(self.input_ids, dtype=torch.int32)
-        self.num_target_tokens = self.targets.numel()
+def random_batch(vocab: int, batch: int, seq: int, generator: torch.Generator) -> Batch:
+    """A loader-shaped batch of random ids, one document per row (the common case in the recipe)."""
+    ids = torch.randint(0, vocab, (batch, seq + 1), generator=generator)
+    return Batch(ids[:, :-1].contiguous(), ids[:, 1:].contiguous(), torch.zeros(batch, seq, dtype=torch.int32),
+                 batch * seq)
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -49,7 +48,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     model_cfg = cfg.model.resolve()
     batch, seq = cfg.training.batch_size, model_cfg.seq_length
     g = torch.Generator().manual_seed(0)
-    batches = [_Batch(torch.randint(0, model_cfg.vocab_size, (batch, seq + 1), generator=g)) for _ in range(8)]
+    batches = [random_batch(model_cfg.vocab_size, batch, seq, g) for _ in range(8)]
 
     trainers = {}
     for name in ("adamw", "muon"):

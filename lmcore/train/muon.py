@@ -28,6 +28,8 @@ from typing import Any, Callable, Optional
 import torch
 from torch import nn
 
+from lmcore.train.optim import adamw, decay_groups, matrices_and_vectors
+
 
 def split_for_muon(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter], list[nn.Parameter]]:
     """``(hidden matrices, other matrices, vectors)``: the first go to Muon, the rest to AdamW
@@ -35,17 +37,10 @@ def split_for_muon(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parame
     ``lm_head`` are "other": they map tokens, not hidden states. Shared parameters once."""
     table_ids = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
     table_ids |= {id(p) for name, p in model.named_parameters() if name.split(".")[-2:-1] == ["lm_head"]}
-    hidden, other, vectors, seen = [], [], [], set()
-    for _, param in model.named_parameters():
-        if not param.requires_grad or id(param) in seen:
-            continue
-        seen.add(id(param))
-        if param.dim() < 2:
-            vectors.append(param)
-        elif param.dim() == 2 and id(param) not in table_ids:
-            hidden.append(param)
-        else:
-            other.append(param)
+    matrices, vectors = matrices_and_vectors(model)
+    hidden, other = [], []
+    for param in matrices:
+        (hidden if param.dim() == 2 and id(param) not in table_ids else other).append(param)
     return hidden, other, vectors
 
 
@@ -57,7 +52,7 @@ class MuonWithAdamW:
         if muon_cls is None:
             raise RuntimeError(f"training.optimizer 'muon' needs torch>=2.9 (torch.optim.Muon); this is "
                                f"torch {torch.__version__}. Upgrade torch or use optimizer 'adamw'.")
-        if any(hasattr(p, "full_tensor") for p in model.parameters()):
+        if any(hasattr(p, "full_tensor") for p in model.parameters()):  # DTensor: a shard
             raise ValueError("training.optimizer 'muon' cannot run on FSDP-sharded parameters (it orthogonalises "
                              "whole matrices); use training.strategy 'ddp' or optimizer 'adamw'")
         hidden, other, vectors = split_for_muon(model)
@@ -68,10 +63,7 @@ class MuonWithAdamW:
                              momentum=cfg.muon_momentum, nesterov=True, adjust_lr_fn="match_rms_adamw")
         for group in self.muon.param_groups:
             group["lr_scale"] = cfg.muon_lr_scale
-        groups = [{"params": other, "weight_decay": cfg.weight_decay}, {"params": vectors, "weight_decay": 0.0}]
-        self.adamw = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.learning_rate,
-                                       betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps,
-                                       **(adamw_kwargs or {}))
+        self.adamw = adamw(decay_groups(other, vectors, cfg.weight_decay), cfg, **(adamw_kwargs or {}))
         self.defaults: dict[str, Any] = {}
 
     @property

@@ -17,16 +17,33 @@ import torch
 log = logging.getLogger(__name__)
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """``[{params: matrices, weight_decay}, {params: vectors, weight_decay: 0}]`` (shared params counted once)."""
-    decay, no_decay, seen = [], [], set()
+def matrices_and_vectors(model: torch.nn.Module) -> tuple[list[torch.nn.Parameter], list[torch.nn.Parameter]]:
+    """Trainable parameters with two or more dimensions, and those with fewer (shared params counted once)."""
+    matrices, vectors, seen = [], [], set()
     for _, param in model.named_parameters():
         if not param.requires_grad or id(param) in seen:
             continue
         seen.add(id(param))
-        (decay if param.dim() >= 2 else no_decay).append(param)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        (matrices if param.dim() >= 2 else vectors).append(param)
+    return matrices, vectors
+
+
+def decay_groups(matrices: list, vectors: list, weight_decay: float) -> list[dict]:
+    """``[{params: matrices, weight_decay}, {params: vectors, weight_decay: 0}]``, empty groups left out."""
+    groups = [{"params": matrices, "weight_decay": weight_decay}, {"params": vectors, "weight_decay": 0.0}]
     return [g for g in groups if g["params"]]
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW's groups for the whole model: decay on matrices, none on vectors."""
+    return decay_groups(*matrices_and_vectors(model), weight_decay)
+
+
+def adamw(groups: list[dict], training_cfg, **kwargs) -> torch.optim.AdamW:
+    """AdamW over ``groups`` with the ``training`` section's lr, betas and eps (``kwargs``: fused/foreach)."""
+    return torch.optim.AdamW(groups, lr=training_cfg.learning_rate,
+                             betas=(training_cfg.adam_beta1, training_cfg.adam_beta2), eps=training_cfg.adam_eps,
+                             **kwargs)
 
 
 def _fused_supported(device: torch.device) -> bool:
@@ -63,13 +80,11 @@ def build_optimizer(model: torch.nn.Module, training_cfg, device: torch.device |
         kwargs["foreach"] = False
     else:
         raise ValueError(f"unknown optimizer implementation {implementation!r}")
-    if getattr(training_cfg, "optimizer", "adamw") == "muon":
+    if training_cfg.optimizer == "muon":
         from lmcore.train.muon import MuonWithAdamW
 
         return MuonWithAdamW(model, training_cfg, kwargs)
-    return torch.optim.AdamW(param_groups(model, training_cfg.weight_decay), lr=training_cfg.learning_rate,
-                             betas=(training_cfg.adam_beta1, training_cfg.adam_beta2),
-                             eps=training_cfg.adam_eps, **kwargs)
+    return adamw(param_groups(model, training_cfg.weight_decay), training_cfg, **kwargs)
 
 
 def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
