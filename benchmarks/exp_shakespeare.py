@@ -85,7 +85,7 @@ def main() -> None:
     model_cfg = model_cfg.model_copy(update={"vocab_size": actual_vocab})
     run_dir = args.work / "runs" / f"{args.name}-{int(time.time())}"
     summary = run_train(cfg, model_cfg, [token_dir], tok_dir, run_dir / "train", [LoggingCallback()])
-    metrics = run_evaluate(Path(summary["checkpoint"]), [token_dir], tok_dir, cfg, run_dir / "eval")
+    metrics = run_evaluate(run_dir / "train" / summary["checkpoint"], [token_dir], tok_dir, cfg, run_dir / "eval")
     result = {"name": args.name, "overrides": args.overrides, "params": model_cfg.num_parameters(),
               "vocab": actual_vocab, "prep_s": round(prep_s, 1), "steps": summary["steps"],
               "tokens": summary["tokens"], "epochs": summary["epochs"], "tokens_per_sec": round(summary["tokens_per_sec"]),

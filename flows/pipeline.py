@@ -86,15 +86,25 @@ def _stage_record(stage: str, state: Any, result: dict[str, Any], wall: float) -
             "figure": _FIGURES[stage](result.get("summary", {}))}
 
 
-def _call(stage: str, task: Any, refresh: bool, records: dict[str, Any], **params: Any) -> dict[str, Any]:
+def _intact(result: dict[str, Any], deep: bool) -> bool:
+    """The store still holds this task result's output, unmodified (a Prefect cache hit skips the task
+    body, so the flow checks here: the store, not Prefect's memory, is the truth)."""
+    directory = Path(result["dir"])
+    if not (directory / MANIFEST).is_file():
+        return False
+    return not Store(directory.parent.parent).check(directory.parent.name, directory.name, deep=deep)
+
+
+def _call(stage: str, task: Any, refresh: bool, records: dict[str, Any], verify: bool = False,
+          **params: Any) -> dict[str, Any]:
     """Run one task; its own exception propagates, so the flow fails with the stage's message."""
     _emit("start", {"stage": stage})
     started = time.perf_counter()
     runner = task.with_options(refresh_cache=True) if refresh else task
-    state = runner(**params, refresh=refresh, return_state=True)
+    state = runner(**params, refresh=refresh, verify=verify, return_state=True)
     result = state.result()
-    if not (Path(result["dir"]) / MANIFEST).is_file():  # Prefect remembers it, the store lost it
-        state = task.with_options(refresh_cache=True)(**params, refresh=False, return_state=True)
+    if state.name == "Cached" and not _intact(result, verify):  # Prefect remembers it; the store lost or changed it
+        state = task.with_options(refresh_cache=True)(**params, refresh=False, verify=verify, return_state=True)
         result = state.result()
     records[stage] = _stage_record(stage, state, result, time.perf_counter() - started)
     _emit("done", records[stage])
@@ -102,7 +112,8 @@ def _call(stage: str, task: Any, refresh: bool, records: dict[str, Any], **param
 
 
 def _pretokenize(shards: dict[str, Any], tok: dict[str, Any], config: dict[str, Any], store: str,
-                 refresh: bool, records: dict[str, Any], heal: bool = False) -> list[dict[str, Any]]:
+                 refresh: bool, records: dict[str, Any], verify: bool = False,
+                 heal: bool = False) -> list[dict[str, Any]]:
     """One task per Parquet shard, run in parallel by the flow's task runner."""
     _emit("start", {"stage": "pretokenize"})
     started = time.perf_counter()
@@ -110,11 +121,12 @@ def _pretokenize(shards: dict[str, Any], tok: dict[str, Any], config: dict[str, 
     task = pretokenize.pretokenize_task
     runner = task.with_options(refresh_cache=True) if refresh or heal else task
     futures = runner.map(shard_file=files, shards=unmapped(shards), tokenizer=unmapped(tok),
-                         config=unmapped(config), store=unmapped(store), refresh=unmapped(refresh))
+                         config=unmapped(config), store=unmapped(store), refresh=unmapped(refresh),
+                         verify=unmapped(verify))
     futures.wait()
     results, states = [f.result() for f in futures], [f.state for f in futures]
-    if any(not (Path(r["dir"]) / MANIFEST).is_file() for r in results):
-        return _pretokenize(shards, tok, config, store, refresh, records, heal=True)  # the store lost some
+    if not heal and any(s.name == "Cached" and not _intact(r, verify) for s, r in zip(states, results)):
+        return _pretokenize(shards, tok, config, store, refresh, records, verify, heal=True)  # the store lost some
     statuses = {_stage_record("pretokenize", s, r, 0.0)["status"] for s, r in zip(states, results)}
     status = "ran" if "ran" in statuses else ("cached" if statuses == {"cached"} else "cached (store)")
     tokens = sum(int(r["summary"].get("tokens", 0) or 0) for r in results)
@@ -128,8 +140,12 @@ def _pretokenize(shards: dict[str, Any], tok: dict[str, Any], config: dict[str, 
     return results
 
 
-def run_stages(cfg: PipelineConfig, until: str = "register", refresh: Optional[str] = None) -> dict[str, Any]:
-    """Run the stages from ``validate`` down to ``until`` inside the current flow; returns per-stage records."""
+def run_stages(cfg: PipelineConfig, until: str = "register", refresh: Optional[str] = None,
+               verify: bool = False) -> dict[str, Any]:
+    """Run the stages from ``validate`` down to ``until`` inside the current flow; returns per-stage records.
+
+    ``verify`` checks the sha256 of every stored file before reuse (otherwise size and mtime).
+    """
     if until not in STAGES or (refresh and refresh not in STAGES):
         bad = until if until not in STAGES else refresh
         raise ConfigError(f"unknown stage '{bad}'; stages are {', '.join(STAGES)}")
@@ -156,35 +172,35 @@ def run_stages(cfg: PipelineConfig, until: str = "register", refresh: Optional[s
 
     with DeferredRun(cfg, str(flow_run.id or "") or None) as run:
         run.log_config()
-        v = _call("validate", validate.validate_task, "validate" in fresh, records,
+        v = _call("validate", validate.validate_task, "validate" in fresh, records, verify=verify,
                   files=files, eval_files=eval_files, config=config, store=store)
         opened_if_ran("validate")
         run.log_stage("validate", v["key"], v["summary"])
         run.log_validation_report(Path(v["dir"]) / "report.json")
         if stop >= 1:
-            s = _call("shard", shard.shard_task, "shard" in fresh, records,
+            s = _call("shard", shard.shard_task, "shard" in fresh, records, verify=verify,
                       files=files, eval_files=eval_files, validate=v, config=config, store=store)
             opened_if_ran("shard")
             run.log_stage("shard", s["key"], s["summary"])
             run.log_dataset({"key": s["key"], "dir": s["dir"]})  # files + sha256 come from its manifest.json
         if stop >= 2:
             preset, model_cfg = resolve_model(cfg)
-            t = _call("tokenizer", tokenizer.tokenizer_task, "tokenizer" in fresh, records,
+            t = _call("tokenizer", tokenizer.tokenizer_task, "tokenizer" in fresh, records, verify=verify,
                       shards=s, vocab_size=model_cfg.vocab_size, config=config, store=store)
             opened_if_ran("tokenizer")
             run.log_stage("tokenizer", t["key"], t["summary"])
             run.log_tokenizer(t["dir"])
         if stop >= 3:
-            toks = _pretokenize(s, t, config, store, "pretokenize" in fresh, records)
+            toks = _pretokenize(s, t, config, store, "pretokenize" in fresh, records, verify)
             opened_if_ran("pretokenize")
             run.log_stage("pretokenize", records["pretokenize"]["key"][:200], records["pretokenize"]["summary"])
         if stop >= 4:
             params = dict(tokens=toks, tokenizer=t, model_config=model_cfg.model_dump(mode="json"), config=config)
-            m = _call("train", train.train_task, "train" in fresh, records, **params, store=store,
+            m = _call("train", train.train_task, "train" in fresh, records, verify=verify, **params, store=store,
                       run_id=run_id_if_computing("train", train, **params))
             run.log_stage("train", m["key"], {**m["summary"], "preset": preset})
         if stop >= 5:
-            e = _call("evaluate", evaluate.evaluate_task, "evaluate" in fresh, records,
+            e = _call("evaluate", evaluate.evaluate_task, "evaluate" in fresh, records, verify=verify,
                       train=m, tokens=toks, tokenizer=t, config=config, store=store)
             opened_if_ran("evaluate")
             run.log_stage("evaluate", e["key"], e["summary"])
@@ -193,7 +209,7 @@ def run_stages(cfg: PipelineConfig, until: str = "register", refresh: Optional[s
             lineage = {"validate": v["key"], "shards": s["key"], "tokenizer": t["key"],
                        "tokens": [x["key"] for x in toks], "train": m["key"], "eval": e["key"]}
             params = dict(lineage=lineage, models_dir=str(Path(cfg.paths.models).resolve()), config=config)
-            r = _call("register", register.register_task, "register" in fresh, records, train=m, evaluate=e,
+            r = _call("register", register.register_task, "register" in fresh, records, verify=verify, train=m, evaluate=e,
                       tokenizer=t, **params, store=store, run_id=run_id_if_computing("register", register, **params))
             run.log_stage("register", r["key"], r["summary"])
         records["_run"] = {"mlflow_run_id": run.run_id, "tracking_uri": cfg.tracking_uri() if cfg.tracking.enabled
@@ -202,6 +218,7 @@ def run_stages(cfg: PipelineConfig, until: str = "register", refresh: Optional[s
 
 
 @flow(name="lmcore-pipeline", log_prints=False)
-def pipeline(config: PipelineConfig, refresh: Optional[str] = None) -> dict[str, Any]:
-    """The whole pipeline; ``refresh`` names a stage to recompute with everything below it."""
-    return run_stages(config, until="register", refresh=refresh)
+def pipeline(config: PipelineConfig, refresh: Optional[str] = None, verify: bool = False) -> dict[str, Any]:
+    """The whole pipeline; ``refresh`` names a stage to recompute with everything below it; ``verify``
+    checks every stored file's sha256 before it is reused."""
+    return run_stages(config, until="register", refresh=refresh, verify=verify)

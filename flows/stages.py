@@ -23,8 +23,8 @@ from lmcore.config import PipelineConfig  # noqa: E402
 
 def _stage_flow(stage: str) -> Callable[..., dict[str, Any]]:
     @flow(name=f"lmcore-stage-{stage}", log_prints=False)
-    def stage_flow(config: PipelineConfig, refresh: bool = False) -> dict[str, Any]:
-        return run_stages(config, until=stage, refresh=stage if refresh else None)
+    def stage_flow(config: PipelineConfig, refresh: bool = False, verify: bool = False) -> dict[str, Any]:
+        return run_stages(config, until=stage, refresh=stage if refresh else None, verify=verify)
 
     stage_flow.__doc__ = f"Run the pipeline down to '{stage}' (upstream stages from cache)."
     return stage_flow

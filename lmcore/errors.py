@@ -68,3 +68,17 @@ class TrainingDivergedError(LmcoreError):
         self.step = step
         self.checkpoint = checkpoint
         super().__init__(f"{key}: {message}" if key else message)
+
+
+class TrainingInterrupted(LmcoreError):
+    """Training stopped on a signal after writing a checkpoint; the same command resumes it.
+
+    ``exit_code`` is the shell's convention for a signal: 130 for SIGINT (Ctrl-C), 143 for SIGTERM.
+    """
+
+    def __init__(self, message: str, signum: int, step: int, checkpoint=None):
+        self.signum = signum
+        self.step = step
+        self.checkpoint = checkpoint
+        self.exit_code = 128 + int(signum)
+        super().__init__(message)

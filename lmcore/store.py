@@ -1,45 +1,56 @@
-"""The content-keyed store: every stage's output is an immutable directory.
+"""The content-keyed store: every stage's output is an immutable directory, and its partial work survives.
 
-Why: the pipeline must never recompute finished work and never mistake half
-written work for finished work, whatever happens to Prefect's database, a
-killed process or a concurrent run of the same config.
+Why: the pipeline must never recompute finished work, never mistake half-written work for
+finished work, and never throw away work in progress: a training run killed at hour five
+continues from its last checkpoint, whatever happened to Prefect's database, the process or a
+concurrent run of the same config.
 
-* ``stage_key(stage, inputs, config, code_version)`` hashes exactly what a
-  stage's output depends on: the stage name, its inputs' content keys (for raw
-  files: :func:`file_fingerprint`, a blake2b of the bytes), its config section
-  as canonical JSON and the stage module's ``STAGE_VERSION``.
-* ``Store.build(...)`` writes into ``<store>/<stage>/.tmp-<key>-<uuid>/``, writes
-  ``manifest.json`` last (files with sha256, input keys = lineage, summary) and
-  renames the directory to ``<store>/<stage>/<key>/``. ``os.rename`` is atomic
-  on one filesystem, so a directory named by its key always holds a complete
-  output. If a concurrent run renamed first, ours is discarded and theirs used.
-* A refresh of a stage whose key did not change writes a new directory, then
-  swaps: the old one is renamed aside and the new one renamed in (a reader
-  racing the swap sees either the old output, the new output or, for an
-  instant, none, never a partial one).
-* A killed stage leaves only a ``.tmp-*`` directory; :meth:`Store.clean_stale`
-  removes the ones whose writer process is dead (same host) or that are older
-  than ``stale_after`` seconds.
+* ``stage_key(stage, inputs, config, code_version)`` hashes exactly what a stage's output
+  depends on: the stage name, its inputs' content keys (for raw files: :func:`file_fingerprint`,
+  a blake2b of the bytes), its config section as canonical JSON and the stage module's
+  ``STAGE_VERSION``.
+* ``Store.build(...)`` computes a missing output in ``<store>/<stage>/.work-<key>/``, a name
+  derived from the key, while holding the OS lock ``.work-<key>.lock`` beside it
+  (:mod:`lmcore.locks`; the lock file exists only while someone holds it). It writes ``manifest.json`` last (every file with size, mtime and
+  sha256; input keys = lineage; summary) and renames the directory to ``<store>/<stage>/<key>/``:
+  ``os.rename`` is atomic, so a directory named by its key always holds a complete output.
+* One writer per key: a second run that needs the same key waits for the lock (saying whom it
+  waits for), then finds the output finished, or takes over the work if the holder died.
+* Resumable stages (training): the work directory is kept when the computation fails or is
+  interrupted, and the next build of the same key hands it back to the stage function, which
+  continues from what it finds there. Other stages start their work directory afresh.
+* Nothing is removed automatically. Work directories nobody holds are "abandoned partial work";
+  ``lmcore store gc`` (:meth:`Store.abandoned`) lists and frees them.
+* Reuse is verified: before an output is handed out, its files are checked against the manifest
+  cheaply (size and mtime; sha256 only where those differ, or always with ``deep``). A modified
+  output is rebuilt (a resumable one continues from its own checkpoints) and a warning names the
+  file: it is never used silently.
+* A refresh of a stage whose key did not change writes a new output, then swaps it in (a reader
+  racing the swap sees the old output, the new one or, for an instant, none; never a partial one).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
-import socket
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Optional
 
 from lmcore.errors import StoreError
+from lmcore.locks import FileLock, describe, is_locked
+
+log = logging.getLogger("lmcore.store")
 
 MANIFEST = "manifest.json"
-OWNER_FILE = ".owner.json"
+WORK_PREFIX = ".work-"
+LOCK_SUFFIX = ".lock"
 KEY_LENGTH = 20  # hex characters of the blake2b digest used as a directory name
 _CHUNK = 1 << 20
 
@@ -63,6 +74,7 @@ def file_fingerprint(path: str | Path) -> str:
 
 
 def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes (streamed); what manifests and checkpoint metadata record."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(_CHUNK), b""):
@@ -78,24 +90,43 @@ def stage_key(stage: str, inputs: Iterable[str] | dict[str, Any], config: Any, c
 
 
 def list_files(root: Path) -> list[dict[str, Any]]:
-    """Every file under ``root`` (except the manifest) with its size and sha256, sorted by name."""
+    """Every file under ``root`` (except the manifest) with its size, mtime and sha256, sorted by name."""
     out = []
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         rel = path.relative_to(root).as_posix()
-        if rel in (MANIFEST, OWNER_FILE):
+        if rel == MANIFEST:
             continue
-        out.append({"name": rel, "bytes": path.stat().st_size, "sha256": sha256_file(path)})
+        st = path.stat()
+        out.append({"name": rel, "bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha256_file(path)})
     return out
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def changed_files(directory: Path, files: list[dict[str, Any]], deep: bool = False) -> tuple[list[str], bool]:
+    """``(names of files that differ from their manifest entries, whether any mtime was stale)``.
+
+    Cheap by default: a file whose size and mtime match is taken as unchanged; sha256 is computed
+    only where the mtime differs (or for every file with ``deep``). A file whose bytes still match
+    but whose mtime moved (a copied store) counts as unchanged and flags the mtimes as stale.
+    """
+    bad, stale = [], False
+    for entry in files:
+        path = directory / entry["name"]
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            bad.append(entry["name"])
+            continue
+        if st.st_size != entry.get("bytes", st.st_size):
+            bad.append(entry["name"])
+            continue
+        recorded = entry.get("mtime_ns")
+        if not deep and (recorded is None or recorded == st.st_mtime_ns):
+            continue  # manifests written before mtimes were recorded: size only, unless deep
+        if sha256_file(path) != entry["sha256"]:
+            bad.append(entry["name"])
+        elif recorded != st.st_mtime_ns:
+            stale = True
+    return bad, stale
 
 
 @dataclass(frozen=True)
@@ -114,16 +145,30 @@ class StageOutput:
         return self.manifest.get("summary", {})
 
 
-class Store:
-    """``<root>/<stage>/<key>/`` directories, each complete or absent."""
+@dataclass(frozen=True)
+class Abandoned:
+    """Partial work no live process holds: what ``lmcore store gc`` would free."""
 
-    def __init__(self, root: str | Path, stale_after: float = 6 * 3600.0):
+    path: Path
+    bytes: int
+    what: str
+
+
+class Store:
+    """``<root>/<stage>/<key>/`` directories, each complete or absent; work in ``.work-<key>/``."""
+
+    def __init__(self, root: str | Path):
         self.root = Path(root)
-        self.stale_after = stale_after
 
     # ------------------------------------------------------------------ reading
     def path(self, stage: str, key: str) -> Path:
         return self.root / stage / key
+
+    def work_path(self, stage: str, key: str) -> Path:
+        return self.root / stage / f"{WORK_PREFIX}{key}"
+
+    def lock_path(self, stage: str, key: str) -> Path:
+        return self.root / stage / f"{WORK_PREFIX}{key}{LOCK_SUFFIX}"
 
     def exists(self, stage: str, key: str) -> bool:
         return (self.path(stage, key) / MANIFEST).is_file()
@@ -141,103 +186,207 @@ class Store:
                              f"or rerun with --refresh {stage}") from None
         return StageOutput(directory, manifest)
 
-    def verify(self, stage: str, key: str) -> list[str]:
-        """Names of files whose sha256 no longer matches the manifest (empty = intact)."""
+    def check(self, stage: str, key: str, deep: bool = False) -> list[str]:
+        """Names of the output's files that no longer match its manifest (empty = intact).
+
+        Cheap (size and mtime) unless ``deep`` (sha256 of every file); see :func:`changed_files`.
+        When only mtimes moved (bytes intact) the manifest's mtimes are brought up to date.
+        """
         out = self.get(stage, key)
         if out is None:
             raise StoreError(f"{self.path(stage, key)}: no finished output")
-        bad = []
-        for entry in out.manifest.get("files", []):
-            path = out.dir / entry["name"]
-            if not path.is_file() or sha256_file(path) != entry["sha256"]:
-                bad.append(entry["name"])
+        bad, stale = changed_files(out.dir, out.manifest.get("files", []), deep)
+        if stale and not bad:
+            self._refresh_mtimes(out)
         return bad
+
+    def verify(self, stage: str, key: str) -> list[str]:
+        """:meth:`check` with sha256 of every file."""
+        return self.check(stage, key, deep=True)
 
     # ------------------------------------------------------------------ writing
     def build(self, stage: str, key: str, fn: Callable[[Path], dict[str, Any]], *,
-              inputs: dict[str, Any] | list[str] | None = None, config: Any = None,
-              code_version: str = "0", refresh: bool = False) -> tuple[StageOutput, bool]:
-        """Return ``(output, computed)``: the existing output, or ``fn(tmp_dir)`` made permanent.
+              inputs: dict[str, Any] | list[str] | None = None, config: Any = None, code_version: str = "0",
+              refresh: bool = False, resumable: bool = False, deep_verify: bool = False,
+              on_wait: Optional[Callable[[str], None]] = None) -> tuple[StageOutput, bool]:
+        """Return ``(output, computed)``: the existing output, or ``fn(work_dir)`` made permanent.
 
-        ``fn`` writes its files into the temporary directory and returns a JSON-able
-        summary. With ``refresh`` the stage is recomputed and replaces any existing output.
+        ``fn`` writes its files into the work directory and returns a JSON-able summary. With
+        ``refresh`` the stage is recomputed from scratch and replaces any existing output.
+        ``resumable`` keeps the work directory when ``fn`` fails, for the next build to continue.
+        ``on_wait(message)`` is told when another live process holds this key.
         """
         if not refresh:
-            existing = self.get(stage, key)
-            if existing is not None:
+            existing = self._reusable(stage, key, deep_verify)
+            if isinstance(existing, StageOutput):
                 return existing, False
         stage_dir = self.root / stage
         stage_dir.mkdir(parents=True, exist_ok=True)
-        self.clean_stale(stage)
-        tmp = stage_dir / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()
-        (tmp / OWNER_FILE).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                                  "started": time.time()}))
-        try:
-            started = time.perf_counter()
-            summary = fn(tmp) or {}
-            seconds = time.perf_counter() - started
-            manifest = {
-                "stage": stage, "key": key, "inputs": inputs or {}, "config": config,
-                "code_version": str(code_version),
-                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "seconds": round(seconds, 4), "summary": summary, "files": list_files(tmp),
-            }
-            (tmp / OWNER_FILE).unlink()
-            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return self._publish(stage, key, tmp, refresh), True
 
-    def _publish(self, stage: str, key: str, tmp: Path, replace: bool) -> StageOutput:
+        def waiting(note: dict[str, Any]) -> None:
+            message = f"{stage} {key}: waiting for {describe(note)}, which is computing it"
+            log.info("%s", message)
+            if on_wait is not None:
+                on_wait(message)
+
+        lock = FileLock(self.lock_path(stage, key))
+        lock.acquire(on_wait=waiting)
+        try:
+            work = self.work_path(stage, key)
+            if not refresh:
+                existing = self._reusable(stage, key, deep_verify)  # finished while we waited?
+                if isinstance(existing, StageOutput):
+                    return existing, False
+                if isinstance(existing, list):
+                    self._reopen_damaged(stage, key, work, resumable, existing)
+            if (refresh or not resumable) and work.exists():
+                shutil.rmtree(work)
+            work.mkdir(exist_ok=True)
+            (work / MANIFEST).unlink(missing_ok=True)
+            try:
+                started = time.perf_counter()
+                summary = fn(work) or {}
+                manifest = {
+                    "stage": stage, "key": key, "inputs": inputs or {}, "config": config,
+                    "code_version": str(code_version),
+                    "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    "seconds": round(time.perf_counter() - started, 4), "summary": summary,
+                    "files": list_files(work),
+                }
+                (work / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")
+            except BaseException:
+                if not resumable:
+                    shutil.rmtree(work, ignore_errors=True)
+                raise
+            return self._publish(stage, key, work), True
+        finally:
+            lock.remove()  # removed while held: a waiter re-checks the path and locks afresh
+
+    def _reusable(self, stage: str, key: str, deep: bool) -> "StageOutput | list[str] | None":
+        """The output if present and intact; the names of its modified files if present but changed;
+        None if absent."""
+        out = self.get(stage, key)
+        if out is None:
+            return None
+        bad = self.check(stage, key, deep)
+        return bad or out
+
+    def _reopen_damaged(self, stage: str, key: str, work: Path, resumable: bool, bad: list[str]) -> None:
+        """Take a modified output out of service: a resumable one becomes its work directory again
+        (its own checkpoints verify themselves), any other one is discarded."""
         target = self.path(stage, key)
-        if replace and target.exists():
+        log.warning("%s: %s changed since the %s stage wrote it; rebuilding it (a modified output is never used)",
+                    target / bad[0], f"this and {len(bad) - 1} other file(s)" if len(bad) > 1 else "the file", stage)
+        if resumable:
+            if work.exists():
+                shutil.rmtree(work)
+            (target / MANIFEST).unlink(missing_ok=True)
+            os.rename(target, work)
+        else:
+            aside = target.parent / f".old-{key}-{uuid.uuid4().hex[:8]}"
+            os.rename(target, aside)
+            shutil.rmtree(aside, ignore_errors=True)
+
+    def _publish(self, stage: str, key: str, work: Path) -> StageOutput:
+        target = self.path(stage, key)
+        if target.exists():  # a refresh: swap the new output in, then drop the old one
             aside = target.parent / f".old-{key}-{uuid.uuid4().hex[:8]}"
             try:
                 os.rename(target, aside)
             except FileNotFoundError:
                 aside = None
-            os.rename(tmp, target)
+            os.rename(work, target)
             if aside is not None:
                 shutil.rmtree(aside, ignore_errors=True)
         else:
-            try:
-                os.rename(tmp, target)
-            except OSError:
-                # A concurrent run finished the same key first: its output is as good as ours.
-                if not (target / MANIFEST).is_file():
-                    raise
-                shutil.rmtree(tmp, ignore_errors=True)
+            os.rename(work, target)
         out = self.get(stage, key)
         if out is None:  # pragma: no cover - only if someone deletes it under us
             raise StoreError(f"{target}: vanished right after it was written")
         return out
 
-    def clean_stale(self, stage: str) -> list[Path]:
-        """Remove ``.tmp-*``/``.old-*`` directories left by dead or long-gone writers; returns them."""
-        stage_dir = self.root / stage
-        if not stage_dir.is_dir():
-            return []
-        removed = []
-        now = time.time()
-        for entry in stage_dir.iterdir():
-            if not entry.is_dir() or not entry.name.startswith((".tmp-", ".old-")):
-                continue
-            if self._is_stale(entry, now):
-                shutil.rmtree(entry, ignore_errors=True)
-                removed.append(entry)
-        return removed
+    def _refresh_mtimes(self, out: StageOutput) -> None:
+        files = []
+        for entry in out.manifest.get("files", []):
+            try:
+                files.append({**entry, "mtime_ns": (out.dir / entry["name"]).stat().st_mtime_ns})
+            except FileNotFoundError:
+                files.append(entry)
+        manifest = {**out.manifest, "files": files}
+        tmp = out.dir / f".{MANIFEST}.{uuid.uuid4().hex[:8]}"
+        try:
+            tmp.write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")
+            os.replace(tmp, out.dir / MANIFEST)
+        except OSError as exc:  # a read-only store still works, it just checks sha256 each time
+            tmp.unlink(missing_ok=True)
+            log.debug("could not refresh the mtimes of %s: %s", out.dir / MANIFEST, exc)
 
-    def _is_stale(self, entry: Path, now: float) -> bool:
-        try:
-            age = now - entry.stat().st_mtime
-        except FileNotFoundError:
-            return False
-        if entry.name.startswith(".old-") or age > self.stale_after:
+    # ------------------------------------------------------------------ partial work
+    def abandoned(self) -> list[Abandoned]:
+        """Work directories (and their lock files) that no live process holds, and leftovers of
+        interrupted swaps: what ``lmcore store gc`` frees. Live work is never listed."""
+        found: list[Abandoned] = []
+        if not self.root.is_dir():
+            return found
+        for stage_dir in sorted(p for p in self.root.iterdir() if p.is_dir()):
+            for entry in sorted(stage_dir.iterdir()):
+                name = entry.name
+                if name.startswith(WORK_PREFIX) and name.endswith(LOCK_SUFFIX):
+                    if not (stage_dir / name[: -len(LOCK_SUFFIX)]).exists() and not is_locked(entry):
+                        found.append(Abandoned(entry, 0, f"{stage_dir.name}: unused lock file"))
+                elif name.startswith(WORK_PREFIX) and entry.is_dir():
+                    if not is_locked(Path(f"{entry}{LOCK_SUFFIX}")):
+                        key = name[len(WORK_PREFIX):]
+                        found.append(Abandoned(entry, _tree_bytes(entry), f"{stage_dir.name} {key}: {_work_note(entry)}"))
+                elif name.startswith((".old-", ".tmp-")) and entry.is_dir() and not _legacy_writer_alive(entry):
+                    found.append(Abandoned(entry, _tree_bytes(entry), f"{stage_dir.name}: leftover of an "
+                                                                      "interrupted write"))
+        return found
+
+    def remove_abandoned(self, entry: Abandoned) -> bool:
+        """Delete one :meth:`abandoned` entry if it is still abandoned; False if a writer took it meanwhile."""
+        path = entry.path
+        if not path.name.startswith(WORK_PREFIX):  # a leftover of an interrupted swap or an old-style write
+            shutil.rmtree(path, ignore_errors=True)
             return True
+        lock = FileLock(path if path.name.endswith(LOCK_SUFFIX) else Path(f"{path}{LOCK_SUFFIX}"))
+        if not lock.acquire(blocking=False):
+            return False
         try:
-            owner = json.loads((entry / OWNER_FILE).read_text())
-        except (OSError, ValueError):
-            return age > 60.0  # no owner file yet: only a just-created dir may lack it
-        return owner.get("host") == socket.gethostname() and not _pid_alive(int(owner.get("pid", -1)))
+            if path.is_dir():
+                shutil.rmtree(path)
+        finally:
+            lock.remove()  # deleted while held, so no other process can be holding it
+        return True
+
+
+
+def _tree_bytes(root: Path) -> int:
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+
+
+def _work_note(work: Path) -> str:
+    """What a work directory holds, for ``store gc``: the checkpoints of a training run, or files."""
+    steps = sorted(p.name for p in (work / "checkpoints").glob("step-*")) if (work / "checkpoints").is_dir() else []
+    if steps:
+        return f"abandoned training, {len(steps)} checkpoint(s), newest {steps[-1]}"
+    return "abandoned partial output"
+
+
+def _legacy_writer_alive(entry: Path) -> bool:
+    """``.tmp-*`` directories of stores written before work directories: alive if their owner pid is."""
+    try:
+        owner = json.loads((entry / ".owner.json").read_text())
+    except (OSError, ValueError):
+        return False
+    import socket
+
+    if owner.get("host") != socket.gethostname():
+        return True  # another host's writer: cannot tell, so keep it
+    try:
+        os.kill(int(owner.get("pid", -1)), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError):
+        return True
+    return True

@@ -84,11 +84,17 @@ def cache_key_fn(key_of: Callable[[dict[str, Any]], str], stage: str):
 
 
 def build(stage: str, store: str, key: str, fn: Callable[[Path], dict[str, Any]], *, inputs: Any,
-          config: Any, code_version: str, refresh: bool, figure: Callable[[dict], str] = str) -> dict[str, Any]:
-    """Store lookup or computation, the log line, and the small manifest the task returns."""
+          config: Any, code_version: str, refresh: bool, figure: Callable[[dict], str] = str,
+          resumable: bool = False, verify: bool = False) -> dict[str, Any]:
+    """Store lookup or computation, the log line, and the small manifest the task returns.
+
+    ``resumable`` keeps the stage's work directory across failures (training); ``verify`` checks
+    the sha256 of every file of a stored output before reusing it (else size and mtime).
+    """
     logger = get_run_logger()
     output, computed = Store(store).build(stage, key, fn, inputs=inputs, config=config,
-                                          code_version=code_version, refresh=refresh)
+                                          code_version=code_version, refresh=refresh, resumable=resumable,
+                                          deep_verify=verify, on_wait=logger.warning)
     manifest = output.manifest
     verdict = "ran" if computed else "cached (store)"
     logger.info("%s %s %s in %.2fs: %s", stage, key, verdict, manifest.get("seconds", 0.0),

@@ -44,7 +44,7 @@ def figure(summary: dict[str, Any]) -> str:
 
 @task(name="evaluate", cache_key_fn=cache_key_fn(key, STAGE), **TASK_OPTIONS)
 def evaluate_task(train: dict[str, Any], tokens: list[dict[str, Any]], tokenizer: dict[str, Any],
-                  config: dict[str, Any], store: str, refresh: bool = False) -> dict[str, Any]:
+                  config: dict[str, Any], store: str, refresh: bool = False, verify: bool = False) -> dict[str, Any]:
     from pathlib import Path
 
     from lmcore.config import PipelineConfig
@@ -56,4 +56,4 @@ def evaluate_task(train: dict[str, Any], tokens: list[dict[str, Any]], tokenizer
                  lambda out: run_evaluate(Path(train["dir"]) / FINAL, [Path(t["dir"]) for t in tokens],
                                           Path(tokenizer["dir"]), cfg, out),
                  inputs=inputs(params), config=key_config(params), code_version=stage_version(MODULE),
-                 refresh=refresh, figure=figure)
+                 refresh=refresh, verify=verify, figure=figure)

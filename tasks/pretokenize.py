@@ -38,7 +38,7 @@ def figure(summary: dict[str, Any]) -> str:
 
 @task(name="pretokenize", cache_key_fn=cache_key_fn(key, STAGE), **TASK_OPTIONS)
 def pretokenize_task(shard_file: str, shards: dict[str, Any], tokenizer: dict[str, Any], config: dict[str, Any],
-                     store: str, refresh: bool = False) -> dict[str, Any]:
+                     store: str, refresh: bool = False, verify: bool = False) -> dict[str, Any]:
     from pathlib import Path
 
     from lmcore.config import PipelineConfig
@@ -50,4 +50,4 @@ def pretokenize_task(shard_file: str, shards: dict[str, Any], tokenizer: dict[st
                  lambda out: run_pretokenize_shard(Path(shards["dir"]) / shard_file, Path(tokenizer["dir"]),
                                                    cfg, out),
                  inputs=inputs(params), config=key_config(params), code_version=stage_version(MODULE),
-                 refresh=refresh, figure=figure)
+                 refresh=refresh, verify=verify, figure=figure)

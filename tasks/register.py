@@ -39,7 +39,7 @@ def figure(summary: dict[str, Any]) -> str:
 @task(name="register", cache_key_fn=cache_key_fn(key, STAGE), **TASK_OPTIONS)
 def register_task(train: dict[str, Any], evaluate: dict[str, Any], tokenizer: dict[str, Any],
                   lineage: dict[str, Any], models_dir: str, config: dict[str, Any], store: str,
-                  run_id: str | None = None, refresh: bool = False) -> dict[str, Any]:
+                  run_id: str | None = None, refresh: bool = False, verify: bool = False) -> dict[str, Any]:
     from pathlib import Path
 
     from lmcore.config import PipelineConfig
@@ -64,4 +64,4 @@ def register_task(train: dict[str, Any], evaluate: dict[str, Any], tokenizer: di
         return summary
 
     return build(STAGE, store, key(params), compute, inputs=lineage, config=key_config(params),
-                 code_version=stage_version(MODULE), refresh=refresh, figure=figure)
+                 code_version=stage_version(MODULE), refresh=refresh, verify=verify, figure=figure)

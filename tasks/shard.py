@@ -36,7 +36,7 @@ def figure(summary: dict[str, Any]) -> str:
 
 @task(name="shard", cache_key_fn=cache_key_fn(key, STAGE), **TASK_OPTIONS)
 def shard_task(files: list[str], eval_files: list[str], validate: dict[str, Any], config: dict[str, Any],
-               store: str, refresh: bool = False) -> dict[str, Any]:
+               store: str, refresh: bool = False, verify: bool = False) -> dict[str, Any]:
     from lmcore.config import DataConfig
     from tasks.hooks import progress_for
 
@@ -47,4 +47,4 @@ def shard_task(files: list[str], eval_files: list[str], validate: dict[str, Any]
     return build(STAGE, store, key(params),
                  lambda out: run_shard(files, data_cfg, out, progress=progress_for("shard")),
                  inputs=inputs(params), config=data_key_config(config), code_version=stage_version(MODULE),
-                 refresh=refresh, figure=figure)
+                 refresh=refresh, verify=verify, figure=figure)

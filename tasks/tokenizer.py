@@ -34,7 +34,7 @@ def figure(summary: dict[str, Any]) -> str:
 
 @task(name="train_tokenizer", cache_key_fn=cache_key_fn(key, STAGE), **TASK_OPTIONS)
 def tokenizer_task(shards: dict[str, Any], vocab_size: int, config: dict[str, Any], store: str,
-                   refresh: bool = False) -> dict[str, Any]:
+                   refresh: bool = False, verify: bool = False) -> dict[str, Any]:
     from pathlib import Path
 
     from lmcore.config import DataConfig, TokenizerConfig
@@ -45,4 +45,4 @@ def tokenizer_task(shards: dict[str, Any], vocab_size: int, config: dict[str, An
     return build(STAGE, store, key(params),
                  lambda out: run_train_tokenizer(Path(shards["dir"]), tok_cfg, data_cfg, vocab_size, out),
                  inputs={"shards": shards["key"]}, config=key_config(params), code_version=stage_version(MODULE),
-                 refresh=refresh, figure=figure)
+                 refresh=refresh, verify=verify, figure=figure)

@@ -47,13 +47,15 @@ def figure(summary: dict[str, Any]) -> str:
         parts.append(f"loss {summary.get('final_loss', summary.get('loss')):.3f}")
     if isinstance(summary.get("tokens_per_sec"), (int, float)):
         parts.append(f"{summary['tokens_per_sec']:,.0f} tok/s")
+    if summary.get("resumed_from"):
+        parts.append(f"resumed at step {summary.get('start_step', '?')}")
     return ", ".join(parts)
 
 
 @task(name="train", cache_key_fn=cache_key_fn(key, STAGE), **TASK_OPTIONS)
 def train_task(tokens: list[dict[str, Any]], tokenizer: dict[str, Any], model_config: dict[str, Any],
                config: dict[str, Any], store: str, run_id: str | None = None,
-               refresh: bool = False) -> dict[str, Any]:
+               refresh: bool = False, verify: bool = False) -> dict[str, Any]:
     from pathlib import Path
 
     from lmcore.config import ModelConfig, PipelineConfig
@@ -68,10 +70,10 @@ def train_task(tokens: list[dict[str, Any]], tokenizer: dict[str, Any], model_co
 
         with PipelineTracker(cfg).resume(run_id) as run:
             callbacks = [*([run.train_callback()] if run_id else []), *TRAIN_CALLBACKS]
-            summary = run_train(cfg, model_cfg, [Path(t["dir"]) for t in tokens], Path(tokenizer["dir"]), out,
-                                callbacks)
-        summary["checkpoint"] = "final"  # relative to the stage directory (out is a temporary name)
-        return summary
+            return run_train(cfg, model_cfg, [Path(t["dir"]) for t in tokens], Path(tokenizer["dir"]), out,
+                             callbacks)
 
+    # Resumable: the work directory (checkpoints) outlives a kill, Ctrl-C or a divergence, and the
+    # same command continues from its newest good checkpoint; --refresh train starts afresh.
     return build(STAGE, store, key(params), compute, inputs=inputs(params), config=key_config(params),
-                 code_version=stage_version(MODULE), refresh=refresh, figure=figure)
+                 code_version=stage_version(MODULE), refresh=refresh, verify=verify, figure=figure, resumable=True)

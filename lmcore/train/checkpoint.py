@@ -19,7 +19,6 @@ with ``torch.load(weights_only=True)``: a file carrying pickled code is refused.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -33,6 +32,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from lmcore.errors import CheckpointError
+from lmcore.store import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +48,6 @@ STEP_DIR = re.compile(r"^step-(\d+)$")
 
 def step_dir_name(step: int) -> str:
     return f"step-{step:08d}"
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _weights_for_saving(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -233,6 +225,19 @@ def load_model(ckpt_dir: Path, device: torch.device | str = "cpu"):
     load_weights(ckpt_dir, model, verify=False)
     model.to(device).eval()
     return model, model_cfg, meta
+
+
+def remove_partial_writes(run_dir: Path) -> list[Path]:
+    """Delete the half-written checkpoint directories (``.tmp-*``, ``.old-*``) a killed session left in
+    ``run_dir`` and its ``checkpoints/``; call only while owning the run directory."""
+    removed = []
+    for parent in (Path(run_dir), Path(run_dir) / "checkpoints"):
+        if parent.is_dir():
+            for stale in parent.iterdir():
+                if stale.is_dir() and stale.name.startswith((".tmp-", ".old-")):
+                    shutil.rmtree(stale, ignore_errors=True)
+                    removed.append(stale)
+    return removed
 
 
 def prune_checkpoints(root: Path, keep_last: int, best: Optional[Path] = None) -> list[Path]:

@@ -38,6 +38,7 @@ class StepResult:
     target_tokens: int     # targets in the group (all ranks)
     updated: bool          # an optimizer step was taken
     nonfinite: bool        # loss or gradients were not finite (counts toward divergence)
+    stop: bool = False     # some rank was asked to stop (agreed through this update's all-reduce)
 
 
 def token_loss_sum(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -87,15 +88,19 @@ class Trainer:
         self.progress = TrainProgress()
 
     # ------------------------------------------------------------------ one update
-    def train_step(self, micro_batches: list, lr: float) -> StepResult:
-        """Forward/backward every micro-batch, then clip and step (or skip when non-finite)."""
+    def train_step(self, micro_batches: list, lr: float, stop: bool = False) -> StepResult:
+        """Forward/backward every micro-batch, then clip and step (or skip when non-finite).
+
+        ``stop``: this rank was asked to stop; the flag rides on the all-reduce of the target
+        count, so every rank learns of any rank's request at the same update.
+        """
         set_learning_rate(self.optimizer, lr)
         local_targets = sum(int(b.num_target_tokens) for b in micro_batches)
-        total_targets = int(self.ctx.all_reduce_sum(
-            torch.tensor(local_targets, dtype=torch.int64, device=self.device)).item())
+        total_targets, stops = (int(v) for v in self.ctx.all_reduce_sum(
+            torch.tensor([local_targets, int(stop)], dtype=torch.int64, device=self.device)).tolist())
         if total_targets == 0:
             self.optimizer.zero_grad(set_to_none=True)
-            return StepResult(float("nan"), 0.0, 0, updated=False, nonfinite=False)
+            return StepResult(float("nan"), 0.0, 0, updated=False, nonfinite=False, stop=stops > 0)
         # DDP/FSDP average gradients over ranks; multiplying by world_size turns that into a sum.
         scale = self.ctx.world_size / total_targets
         loss_sum = torch.zeros((), dtype=torch.float32, device=self.device)
@@ -134,7 +139,7 @@ class Trainer:
             updated = True
         self.optimizer.zero_grad(set_to_none=True)
         nonfinite = not loss_ok or (not grads_ok and not self.scaler.is_enabled())
-        return StepResult(loss_t, norm_t, total_targets, updated=updated, nonfinite=nonfinite)
+        return StepResult(loss_t, norm_t, total_targets, updated=updated, nonfinite=nonfinite, stop=stops > 0)
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, loader, max_batches: int | None) -> dict:

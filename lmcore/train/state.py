@@ -78,10 +78,11 @@ class TrainProgress:
     target_tokens_seen: int = 0   # tokens that contributed to the loss (all ranks)
     epoch: int = 0
     elapsed_s: float = 0.0        # training wall time over all sessions of this run
+    train_time_s: float = 0.0     # of which data + update time (no eval, no checkpoints): for tokens/s
     skipped_steps: int = 0        # updates skipped for non-finite loss or gradients
     consecutive_nonfinite: int = 0
     best_eval_loss: float | None = None
-    best_checkpoint: str | None = None      # step checkpoint with the lowest eval loss
+    best_checkpoint: str | None = None      # checkpoint with the lowest eval loss, relative to the run dir
     best_checkpoint_loss: float | None = None
     last_loss: float | None = None
     history: list = field(default_factory=list)   # [(step, eval_loss)]

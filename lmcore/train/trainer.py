@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import signal
 import time
 from pathlib import Path
 from typing import Iterable, Optional
 
-from lmcore.errors import LmcoreError, TrainingDivergedError
+from lmcore.errors import LmcoreError, TrainingDivergedError, TrainingInterrupted
 from lmcore.train import checkpoint as ckpt
+from lmcore.train import interrupt
 from lmcore.train.callbacks import CallbackList
 from lmcore.train.context import init_context
 from lmcore.train.engine import Trainer
@@ -34,6 +37,7 @@ from lmcore.train.throughput import flops_per_token, mfu, peak_flops
 log = logging.getLogger(__name__)
 
 STAGE_VERSION = "1"
+FINAL = "final"  # the complete checkpoint evaluate and register use, relative to the run directory
 
 
 def estimate_total_steps(training_cfg, batches_per_epoch: int, tokens_per_step: int) -> Optional[int]:
@@ -91,10 +95,21 @@ class _Batches:
 
 def fit(trainer: Trainer, model_cfg, train_loader, eval_loader, out_dir: Path, callbacks: Iterable = (),
         loader_state: dict | None = None, resumed_from: Optional[Path] = None) -> dict:
-    """Train until a limit is reached; write checkpoints and ``out_dir/final``; return the summary."""
+    """Train until a limit is reached; write checkpoints and ``out_dir/final``; return the summary.
+
+    A stop request (SIGINT/SIGTERM, or the stop file a relaying parent writes) ends the run after
+    the current update with a checkpoint and :class:`TrainingInterrupted` (see ``interrupt``).
+    """
+    with interrupt.stop_on_signals():
+        return _fit(trainer, model_cfg, train_loader, eval_loader, Path(out_dir), callbacks, loader_state,
+                    resumed_from)
+
+
+def _fit(trainer: Trainer, model_cfg, train_loader, eval_loader, out_dir: Path, callbacks: Iterable,
+         loader_state: dict | None, resumed_from: Optional[Path]) -> dict:
     cfg, t = trainer.cfg, trainer.cfg.training
-    out_dir = Path(out_dir)
     ckpt_root = out_dir / "checkpoints"
+    stop_file = out_dir / interrupt.STOP_FILE
     ctx, progress = trainer.ctx, trainer.progress
     emit = CallbackList(callbacks, is_main=ctx.is_main)
     accum, seq = t.gradient_accumulation_steps, model_cfg.seq_length
@@ -104,22 +119,26 @@ def fit(trainer: Trainer, model_cfg, train_loader, eval_loader, out_dir: Path, c
     flops_tok = flops_per_token(model_cfg, seq)
     peak = peak_flops(trainer.device, trainer.precision.name)
     batches = _Batches(train_loader, trainer, t.max_epochs, loader_state)
-    emit("on_train_start", {"total_steps": total_steps, "start_step": progress.step, "tokens_per_step": tokens_per_step,
+    start_step = progress.step
+    resumed = _relative(resumed_from, out_dir)
+    emit("on_train_start", {"total_steps": total_steps, "start_step": start_step, "tokens_per_step": tokens_per_step,
                             "parameters": model_cfg.num_parameters(), "precision": trainer.precision.name,
-                            "device": str(trainer.device), "world_size": ctx.world_size,
-                            "resumed_from": str(resumed_from) if resumed_from else None})
+                            "device": str(trainer.device), "world_size": ctx.world_size, "resumed_from": resumed})
 
     session_start = time.perf_counter()
     elapsed_before = progress.elapsed_s
-    train_time = 0.0            # data + update time this session (excludes eval and checkpoints)
-    session_tokens = 0
     window = {"t": 0.0, "tokens": 0, "losses": [], "wait": batches.wait_s}
     stopped_by, last_eval_step, last_metrics = "max_epochs", -1, {}
+    stop_signum: Optional[int] = None
+    session_train_s = 0.0  # data + update time this session (no eval, no checkpoints)
 
     def elapsed() -> float:
         return elapsed_before + time.perf_counter() - session_start
 
     while True:
+        if stop_signum is not None:
+            progress.elapsed_s = elapsed()
+            _stop(trainer, model_cfg, out_dir, train_loader, emit, t, stop_signum)
         if t.max_steps and progress.step >= t.max_steps:
             stopped_by = "max_steps"
             break
@@ -140,16 +159,22 @@ def fit(trainer: Trainer, model_cfg, train_loader, eval_loader, out_dir: Path, c
             break
         frac = run_progress(progress.step, total_steps, elapsed(), t.max_time)
         lr = t.learning_rate * lr_multiplier(spec, frac, progress.step, total_steps)
-        result = trainer.train_step(group, lr)
+        local_stop = interrupt.stop_requested() or (interrupt.stop_file_requested(stop_file) if ctx.is_main else None)
+        result = trainer.train_step(group, lr, stop=local_stop is not None)
         group_tokens = sum(b.input_ids.numel() for b in group) * ctx.world_size
         progress.micro_steps += len(group)
         progress.tokens_seen += group_tokens
         progress.target_tokens_seen += result.target_tokens
         dt = time.perf_counter() - step_start
-        train_time += dt
-        session_tokens += group_tokens
+        progress.train_time_s += dt
+        session_train_s += dt
         window["t"] += dt
         window["tokens"] += group_tokens
+        # Every rank stops after the same update: the request rode on this update's all-reduce.
+        if ctx.world_size == 1:
+            stop_signum = interrupt.stop_requested()
+        elif result.stop:
+            stop_signum = local_stop or interrupt.stop_requested() or int(signal.SIGTERM)
 
         if result.nonfinite or not result.updated:
             progress.skipped_steps += 1
@@ -188,31 +213,32 @@ def fit(trainer: Trainer, model_cfg, train_loader, eval_loader, out_dir: Path, c
             last_eval_step = step
         if step % t.checkpoint_every == 0:
             progress.elapsed_s = elapsed()
-            _save_step_checkpoint(trainer, model_cfg, ckpt_root, train_loader, step_meta, emit, t)
+            _save_step_checkpoint(trainer, model_cfg, out_dir, train_loader, step_meta, emit, t)
 
     # ------------------------------------------------------------------ end of run
     final_eval = {}
     if eval_loader is not None and last_eval_step != progress.step and progress.step > 0:
         final_eval = _run_eval(trainer, eval_loader, t.eval_batches, emit)
         final_eval.pop("is_best", None)
-    final_dir = out_dir / "final"
     final_loss = final_eval.get("eval_loss")
     if final_loss is not None and (progress.best_checkpoint_loss is None or final_loss <= progress.best_checkpoint_loss):
-        progress.best_checkpoint, progress.best_checkpoint_loss = str(final_dir), final_loss
+        progress.best_checkpoint, progress.best_checkpoint_loss = FINAL, final_loss
     progress.elapsed_s = elapsed()
+    run_time = progress.train_time_s
     summary = {
-        "steps": progress.step, "tokens": progress.tokens_seen, "target_tokens": progress.target_tokens_seen,
-        "epochs": progress.epoch + 1, "final_loss": progress.last_loss,
+        "steps": progress.step, "start_step": start_step, "tokens": progress.tokens_seen,
+        "target_tokens": progress.target_tokens_seen, "epochs": progress.epoch + 1, "final_loss": progress.last_loss,
         "final_eval_loss": final_eval.get("eval_loss", _last_eval_loss(progress)),
         "best_eval_loss": progress.best_eval_loss, "best_checkpoint": progress.best_checkpoint,
-        "tokens_per_sec": session_tokens / train_time if train_time > 0 else 0.0,
-        "mfu": mfu(session_tokens / train_time / ctx.world_size, flops_tok, peak) if train_time > 0 else 0.0,
-        "data_wait_fraction": batches.wait_s / train_time if train_time > 0 else 0.0,
+        # throughput over the whole run, all sessions: a resumed run reports what training cost
+        "tokens_per_sec": progress.tokens_seen / run_time if run_time > 0 else 0.0,
+        "mfu": mfu(progress.tokens_seen / run_time / ctx.world_size, flops_tok, peak) if run_time > 0 else 0.0,
+        "data_wait_fraction": batches.wait_s / session_train_s if session_train_s > 0 else 0.0,
         "elapsed_s": progress.elapsed_s, "skipped_steps": progress.skipped_steps, "stopped_by": stopped_by,
-        "precision": trainer.precision.name, "checkpoint": str(final_dir),
-        "resumed_from": str(resumed_from) if resumed_from else None,
+        "precision": trainer.precision.name, "checkpoint": FINAL, "resumed_from": resumed,
         "compile_failed": bool(getattr(trainer.train_model, "compile_failed", False)),
     }
+    final_dir = out_dir / FINAL
     if ctx.is_main or trainer.sharded:  # FSDP: saving gathers over every rank; rank 0 writes
         meta = {"metrics": {"loss": progress.last_loss, **final_eval}, "stopped_by": stopped_by, "summary": summary}
         trainer.save(final_dir, model_cfg, train_loader.state_dict(), meta)
@@ -221,6 +247,29 @@ def fit(trainer: Trainer, model_cfg, train_loader, eval_loader, out_dir: Path, c
     ctx.barrier()
     emit("on_train_end", summary)
     return summary
+
+
+def _relative(path: Optional[Path], root: Path) -> Optional[str]:
+    """``path`` relative to the run directory (which is renamed when the stage is published)."""
+    if path is None:
+        return None
+    try:
+        return Path(path).resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _stop(trainer: Trainer, model_cfg, out_dir: Path, train_loader, emit, t, signum: int) -> None:
+    """Checkpoint the current step (unless it just was) and raise :class:`TrainingInterrupted`."""
+    progress = trainer.progress
+    dest = out_dir / "checkpoints" / ckpt.step_dir_name(progress.step)
+    if progress.step > 0 and not (dest / ckpt.METADATA).is_file():
+        _save_step_checkpoint(trainer, model_cfg, out_dir, train_loader, {}, emit, t)
+    kept = ckpt.latest_good_checkpoint(out_dir) if trainer.ctx.is_main else dest
+    raise TrainingInterrupted(
+        f"training stopped by {interrupt.signal_name(signum)} after step {progress.step}; "
+        f"checkpoint kept: {kept or 'none yet (stopped before the first update)'}. "
+        "Run the same command again to resume from it.", signum=signum, step=progress.step, checkpoint=kept)
 
 
 def _last_eval_loss(progress) -> Optional[float]:
@@ -238,18 +287,21 @@ def _run_eval(trainer: Trainer, eval_loader, eval_batches: int, emit) -> dict:
     return metrics
 
 
-def _save_step_checkpoint(trainer: Trainer, model_cfg, root: Path, train_loader, step_meta: dict, emit, t) -> None:
+def _save_step_checkpoint(trainer: Trainer, model_cfg, out_dir: Path, train_loader, step_meta: dict, emit,
+                          t) -> None:
     progress = trainer.progress
+    root = out_dir / "checkpoints"
     dest = root / ckpt.step_dir_name(progress.step)
     step_meta.pop("is_best", None)
     eval_loss = step_meta.get("eval_loss")
     if eval_loss is not None and (progress.best_checkpoint_loss is None or eval_loss < progress.best_checkpoint_loss):
-        progress.best_checkpoint, progress.best_checkpoint_loss = str(dest), eval_loss
+        progress.best_checkpoint = dest.relative_to(out_dir).as_posix()
+        progress.best_checkpoint_loss = eval_loss
     if trainer.ctx.is_main or trainer.sharded:  # FSDP: saving gathers over every rank; rank 0 writes
         trainer.save(dest, model_cfg, train_loader.state_dict(),
                      {"metrics": {"loss": progress.last_loss, **step_meta}})
     if trainer.ctx.is_main:
-        best = Path(progress.best_checkpoint) if progress.best_checkpoint else None
+        best = out_dir / progress.best_checkpoint if progress.best_checkpoint else None
         ckpt.prune_checkpoints(root, t.keep_last_checkpoints, best=best)
         emit("on_checkpoint", progress.step, dest)
     trainer.ctx.barrier()
@@ -307,6 +359,9 @@ def run_train(cfg, model_cfg, token_dirs: list[Path], tokenizer_dir: Optional[Pa
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if int(os.environ.get("RANK", "0") or 0) == 0:
+        ckpt.remove_partial_writes(out_dir)  # a killed session's half-written checkpoint, an old stop request
+        (out_dir / interrupt.STOP_FILE).unlink(missing_ok=True)
     _check_vocab(tokenizer_dir, model_cfg)
     if cfg.training.nproc_per_node > 1:
         from lmcore.train.distributed import inside_torchrun

@@ -58,7 +58,7 @@ def test_trained_checkpoint_beats_uniform_and_writes_samples(corpus, tmp_path):
                      "checkpoint_every": 100, "sample_prompts": ["ROMEO:", "The king"], "sample_max_new_tokens": 8},
         "precision": {"dtype": "fp32"}})
     summary = run_train(cfg, MODEL, [token_dir], tok_dir, tmp_path / "train")
-    metrics = run_evaluate(Path(summary["checkpoint"]), [token_dir], tok_dir, cfg, tmp_path / "eval")
+    metrics = run_evaluate(tmp_path / "train" / summary["checkpoint"], [token_dir], tok_dir, cfg, tmp_path / "eval")
     assert metrics["eval_loss"] < math.log(300) - 1.0
     assert metrics["eval_loss"] == pytest.approx(summary["final_eval_loss"], rel=0.05)
     assert metrics["bits_per_byte"] == pytest.approx(
