@@ -21,19 +21,19 @@ from flows.runtime import configure
 
 configure()
 
-import glob  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any, Callable, Optional  # noqa: E402
 
 from prefect import flow, unmapped  # noqa: E402
 
-from lmcore.config import ModelConfig, PipelineConfig  # noqa: E402
+from flows.stage_names import STAGES  # noqa: E402
+from lmcore.config import PipelineConfig  # noqa: E402
+from lmcore.data.inputs import input_paths  # noqa: E402
 from lmcore.errors import ConfigError  # noqa: E402
 from lmcore.store import MANIFEST, Store  # noqa: E402
 from tasks import evaluate, pretokenize, register, shard, tokenizer, train, validate  # noqa: E402
 
-STAGES = ("validate", "shard", "tokenizer", "pretokenize", "train", "evaluate", "register")
 STAGE_LISTENERS: list[Callable[[str, dict[str, Any]], None]] = []
 _FIGURES = {"validate": validate.figure, "shard": shard.figure, "tokenizer": tokenizer.figure,
             "pretokenize": pretokenize.figure, "train": train.figure, "evaluate": evaluate.figure,
@@ -43,40 +43,6 @@ _FIGURES = {"validate": validate.figure, "shard": shard.figure, "tokenizer": tok
 def _emit(event: str, record: dict[str, Any]) -> None:
     for listener in list(STAGE_LISTENERS):
         listener(event, record)
-
-
-def expand_paths(patterns: list[str], key: str) -> list[str]:
-    """Files named by paths or globs, in a stable order; a pattern matching nothing is a ConfigError."""
-    files: list[str] = []
-    for pattern in patterns:
-        matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
-        matches = [m for m in matches if Path(m).is_file()]
-        if not matches:
-            raise ConfigError(f"no file matches '{pattern}'", key=key)
-        files.extend(str(Path(m).resolve()) for m in matches)
-    return files
-
-
-def check_inputs(cfg: PipelineConfig) -> tuple[list[str], list[str]]:
-    """The training and eval files the config names; ConfigError (naming the key) when there are none."""
-    if not cfg.data.training_data_path:
-        raise ConfigError("no training data given", key="data.training_data_path")
-    return (expand_paths(cfg.data.training_data_path, "data.training_data_path"),
-            expand_paths(cfg.data.eval_data_path, "data.eval_data_path"))
-
-
-def resolve_model(cfg: PipelineConfig) -> tuple[str, ModelConfig]:
-    """The preset (``auto`` resolved against this machine) and the architecture to train."""
-    preset = cfg.model.config_preset
-    if preset == "auto":  # largest preset that fits; gradient checkpointing on when only that fits
-        from lmcore.hardware import resolve_model_config
-
-        model_cfg, choice = resolve_model_config(cfg)
-        preset = choice.name
-    else:
-        model_cfg = cfg.model.resolve(preset)
-    vocab = cfg.tokenizer.vocab_size or model_cfg.vocab_size
-    return preset, model_cfg.model_copy(update={"vocab_size": vocab})
 
 
 def _stage_record(stage: str, state: Any, result: dict[str, Any], wall: float) -> dict[str, Any]:
@@ -151,7 +117,7 @@ def run_stages(cfg: PipelineConfig, until: str = "register", refresh: Optional[s
         raise ConfigError(f"unknown stage '{bad}'; stages are {', '.join(STAGES)}")
     stop = STAGES.index(until)
     fresh = {s for s in STAGES if refresh and STAGES.index(s) >= STAGES.index(refresh)}
-    files, eval_files = check_inputs(cfg)
+    files, eval_files = input_paths(cfg)
     store = str(Path(cfg.paths.store).resolve())
     config = cfg.model_dump(mode="json")
     records: dict[str, Any] = {}
@@ -184,7 +150,9 @@ def run_stages(cfg: PipelineConfig, until: str = "register", refresh: Optional[s
             run.log_stage("shard", s["key"], s["summary"])
             run.log_dataset({"key": s["key"], "dir": s["dir"]})  # files + sha256 come from its manifest.json
         if stop >= 2:
-            preset, model_cfg = resolve_model(cfg)
+            from lmcore.hardware.presets import resolve_architecture  # torch: only when the tokenizer stage is reached
+
+            preset, model_cfg = resolve_architecture(cfg)
             t = _call("tokenizer", tokenizer.tokenizer_task, "tokenizer" in fresh, records, verify=verify,
                       shards=s, vocab_size=model_cfg.vocab_size, config=config, store=store)
             opened_if_ran("tokenizer")

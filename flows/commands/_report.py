@@ -71,6 +71,7 @@ class StageReporter:
                 self.progress.remove_task(self.task_id)
             self.task_id = self.progress.add_task(record["stage"], total=None, note="")
         elif event == "done":
+            self.current = None
             self.records[record["stage"]] = record
             if self.task_id is not None:
                 self.progress.remove_task(self.task_id)

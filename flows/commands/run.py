@@ -7,11 +7,12 @@ Heavy imports (prefect, torch, mlflow) happen inside the command so that
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 import typer
 
-STAGE_HELP = "validate, shard, tokenizer, pretokenize, train, evaluate or register"
+from flows.stage_names import STAGE_HELP, STAGES
+
 
 
 def load_config(config: Path, overrides: Optional[List[str]]):
@@ -20,22 +21,39 @@ def load_config(config: Path, overrides: Optional[List[str]]):
     return PipelineConfig.from_yaml(config, overrides=overrides or [])
 
 
-def run_flow(flow_call, console) -> dict:
-    """Run a flow call with the live stage report; returns the stage records."""
-    from flows.commands._report import StageReporter
+def run_flow(make_call: Callable[[], Callable[[], dict]], console) -> dict:
+    """Pick the Prefect API, then run the flow call ``make_call()`` returns, with the live stage report.
 
-    from lmcore.errors import LmcoreError
+    ``make_call`` imports the flow (and so Prefect) once the API is chosen, while a temporary
+    server boots. Returns the stage records; failures and interrupts name the stage and re-raise
+    for the CLI to turn into an exit code.
+    """
+    from flows.prefect_api import PrefectApi
 
-    with StageReporter(console) as reporter:
-        try:
-            return flow_call()
-        except Exception as exc:
-            done = ", ".join(reporter.records) or "none"
-            console.print(f"[red]stage '{reporter.current}' failed[/]; finished stages kept in the store: {done}")
-            if isinstance(exc, LmcoreError):
-                raise  # the CLI prints it and exits with its code (1 work, 2 config)
-            console.print(f"[bold red]error:[/] {type(exc).__name__}: {exc}")
-            raise typer.Exit(1) from None
+    with PrefectApi(status=lambda message: console.print(f"[dim]{message}[/]")) as api:
+        flow_call = make_call()
+        api.ready()
+        from flows.commands._report import StageReporter
+
+        from lmcore.errors import LmcoreError
+
+        with StageReporter(console) as reporter:
+            try:
+                return flow_call()
+            except Exception as exc:
+                done = ", ".join(reporter.records) or "none"
+                verb = "stopped" if getattr(exc, "signum", None) else "failed"
+                console.print(f"[red]stage '{reporter.current or '?'}' {verb}[/]; finished stages kept in the store: "
+                              f"{done}")
+                if isinstance(exc, LmcoreError):
+                    raise  # the CLI prints it and exits with its code (1 work, 2 config, 130/143 signals)
+                console.print(f"[bold red]error:[/] {type(exc).__name__}: {exc}")
+                raise typer.Exit(1) from None
+            except BaseException:  # Ctrl-C or a termination signal outside the training loop
+                done = ", ".join(reporter.records) or "none"
+                where = f"stage '{reporter.current}'" if reporter.current else "between stages"
+                console.print(f"[yellow]interrupted {where}[/]; finished stages kept in the store: {done}")
+                raise
 
 
 def print_sample(records: dict, cfg, console) -> None:
@@ -68,12 +86,12 @@ def register(app: typer.Typer) -> None:
         sample: bool = typer.Option(True, "--sample/--no-sample", help="End with a sample generation."),
         report: Optional[Path] = typer.Option(None, "--report", help="Also write the per-stage records "
                                               "(status, seconds, compute seconds, key, summary) to this JSON file."),
+        verify: bool = typer.Option(False, "--verify", help="Check the sha256 of every stored file before reusing "
+                                    "it (default: size and modification time)."),
     ) -> None:
         """Run the whole pipeline (validate -> register); finished stages come from the cache."""
-        from flows.commands.stage import STAGE_NAMES
-
-        if refresh is not None and refresh not in STAGE_NAMES:
-            raise typer.BadParameter(f"unknown stage '{refresh}'; choose one of {', '.join(STAGE_NAMES)}",
+        if refresh is not None and refresh not in STAGES:
+            raise typer.BadParameter(f"unknown stage '{refresh}'; choose one of {', '.join(STAGES)}",
                                      param_hint="--refresh")
         from flows.runtime import configure
 
@@ -83,11 +101,16 @@ def register(app: typer.Typer) -> None:
         console = Console(highlight=False, soft_wrap=True)
         cfg = load_config(config, set_)
         from flows.commands._report import where_to_look
-        from flows.pipeline import check_inputs, pipeline
+        from lmcore.data.inputs import input_paths
 
-        check_inputs(cfg)  # a missing file is a usage error before Prefect starts
+        input_paths(cfg)  # a missing file is a usage error before Prefect starts
 
-        records = run_flow(lambda: pipeline(cfg, refresh=refresh), console)
+        def make_call():
+            from flows.pipeline import pipeline
+
+            return lambda: pipeline(cfg, refresh=refresh, verify=verify)
+
+        records = run_flow(make_call, console)
         if report:
             import json
 

@@ -7,9 +7,8 @@ from typing import List, Optional
 
 import typer
 
-from flows.commands.run import STAGE_HELP
-
-STAGE_NAMES = ("validate", "shard", "tokenizer", "pretokenize", "train", "evaluate", "register")
+from flows.commands.run import load_config, run_flow
+from flows.stage_names import STAGE_HELP, STAGES
 
 
 def register(app: typer.Typer) -> None:
@@ -20,10 +19,12 @@ def register(app: typer.Typer) -> None:
         set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a config key: key.path=value "
                                                  "(repeatable)."),
         refresh: bool = typer.Option(False, "--refresh", help="Recompute this stage even if its output exists."),
+        verify: bool = typer.Option(False, "--verify", help="Check the sha256 of every stored file before reusing "
+                                    "it (default: size and modification time)."),
     ) -> None:
         """Run one stage as its own Prefect flow; the stages above it come from the cache."""
-        if name not in STAGE_NAMES:
-            raise typer.BadParameter(f"unknown stage '{name}'; choose one of {', '.join(STAGE_NAMES)}",
+        if name not in STAGES:
+            raise typer.BadParameter(f"unknown stage '{name}'; choose one of {', '.join(STAGES)}",
                                      param_hint="STAGE")
         from flows.runtime import configure
 
@@ -31,14 +32,17 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
 
         from flows.commands._report import where_to_look
-        from flows.commands.run import load_config, run_flow
 
         console = Console(highlight=False, soft_wrap=True)
         cfg = load_config(config, set_)
-        from flows.pipeline import check_inputs
-        from flows.stages import STAGE_FLOWS
+        from lmcore.data.inputs import input_paths
 
-        check_inputs(cfg)
+        input_paths(cfg)  # a missing file is a usage error before Prefect starts
 
-        records = run_flow(lambda: STAGE_FLOWS[name](cfg, refresh=refresh), console)
+        def make_call():
+            from flows.stages import STAGE_FLOWS
+
+            return lambda: STAGE_FLOWS[name](cfg, refresh=refresh, verify=verify)
+
+        records = run_flow(make_call, console)
         where_to_look(records, console)

@@ -17,6 +17,7 @@ from lmcore.hardware.presets import (
     choose,
     choose_preset,
     plan_presets,
+    resolve_architecture,
     resolve_model_config,
     training_dtype,
 )
@@ -24,5 +25,5 @@ from lmcore.hardware.presets import (
 __all__ = [
     "GiB", "HardwareInfo", "MemoryEstimate", "PresetChoice", "PresetPlan", "SAFETY_MARGIN", "choose",
     "choose_preset", "detect", "estimate_training_memory", "measure_cpu_matmul_peak", "mfu",
-    "model_flops_per_token", "peak_flops", "plan_presets", "resolve_model_config", "training_dtype",
+    "model_flops_per_token", "peak_flops", "plan_presets", "resolve_architecture", "resolve_model_config", "training_dtype",
 ]

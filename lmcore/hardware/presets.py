@@ -149,4 +149,17 @@ def resolve_model_config(cfg: PipelineConfig, hw: Optional[HardwareInfo] = None)
     return model, choice
 
 
+def resolve_architecture(cfg: PipelineConfig, hw: Optional[HardwareInfo] = None) -> tuple[str, ModelConfig]:
+    """``(preset name, ModelConfig)`` a pipeline run trains: ``auto`` resolved against the hardware
+    (only then is the hardware looked at), the vocabulary from ``tokenizer.vocab_size`` when set."""
+    preset = cfg.model.config_preset
+    if preset == "auto":
+        model_cfg, choice = resolve_model_config(cfg, hw)
+        preset = choice.name
+    else:
+        model_cfg = cfg.model.resolve(preset)
+    vocab = cfg.tokenizer.vocab_size or model_cfg.vocab_size
+    return preset, model_cfg.model_copy(update={"vocab_size": vocab})
+
+
 assert set(PRESET_ORDER) == set(PRESETS), "PRESET_ORDER must list every preset in lmcore.config.PRESETS"

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from flows.pipeline import check_inputs
 from lmcore.config import PipelineConfig
+from lmcore.data.inputs import input_paths
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
 
@@ -16,7 +16,7 @@ EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yam
 def test_example_config_is_valid_and_its_data_exists(path):
     cfg = PipelineConfig.from_yaml(path)
     if path.name not in ("gpu.yaml", "shakespeare-cpu.yaml"):  # templates for data that is not shipped
-        train_files, _ = check_inputs(cfg)
+        train_files, _ = input_paths(cfg)
         assert train_files and all(Path(f).is_file() for f in train_files)
 
 
