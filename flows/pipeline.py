@@ -132,7 +132,9 @@ def run_stages(cfg: PipelineConfig, until: str = "register", refresh: Optional[s
 
     def run_id_if_computing(stage: str, task_module: Any, **params: Any) -> Optional[str]:
         """Open the MLflow run before a stage that will compute (it logs into the run itself)."""
-        if stage in fresh or not Store(store).exists(task_module.STAGE, task_module.key(params)):
+        needs_work = getattr(task_module, "needs_work", None)  # register: also when MLflow still owes a version
+        if stage in fresh or (needs_work(params, store) if needs_work else
+                              not Store(store).exists(task_module.STAGE, task_module.key(params))):
             return run.open()
         return run.run_id
 

@@ -20,6 +20,8 @@ from __future__ import annotations
 import copy
 import difflib
 import os
+import posixpath
+import re
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -260,6 +262,42 @@ class TrackingConfig(StrictModel):
     champion_alias: str = Field("champion", min_length=1, description="alias of the best version (lowest bits per byte)")
     challenger_alias: str = Field("challenger", min_length=1, description="alias of a new version that did not win")
 
+    # MLflow's own rules (mlflow.utils.validation), checked when the config is read: a name MLflow
+    # refuses would otherwise surface only at the end of a run, after training.
+    @field_validator("registered_model_name", "experiment_name")
+    @classmethod
+    def _mlflow_name(cls, v: str, info) -> str:
+        if not v.strip():
+            raise ValueError("must not be empty")
+        if info.field_name == "registered_model_name":
+            if "/" in v or ":" in v:
+                raise ValueError("MLflow refuses '/' and ':' in registered model names")
+            if posixpath.normpath(v) != v or v.startswith(".."):
+                raise ValueError(f"MLflow refuses names that read as another path ({posixpath.normpath(v)!r})")
+        if len(v) > 256:
+            raise ValueError(f"at most 256 characters (got {len(v)})")
+        return v
+
+    @field_validator("run_name")
+    @classmethod
+    def _run_name(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None and (not v.strip() or len(v) > 250 or any(ord(c) < 32 for c in v)):
+            raise ValueError("an MLflow run name is 1-250 printable characters")
+        return v
+
+    @field_validator("champion_alias", "challenger_alias")
+    @classmethod
+    def _alias(cls, v: str) -> str:
+        if not re.fullmatch(r"[\w\-]{1,255}", v) or v.lower() == "latest" or re.fullmatch(r"[vV]\d+", v):
+            raise ValueError("an MLflow alias is letters, digits, '_' and '-', and not 'latest' or 'v<number>'")
+        return v
+
+    @model_validator(mode="after")
+    def _distinct_aliases(self) -> "TrackingConfig":
+        if self.champion_alias == self.challenger_alias:
+            raise ValueError("champion_alias and challenger_alias must differ")
+        return self
+
 
 class PathsConfig(StrictModel):
     """``paths``: where things live. Env: LMCORE_STORE, LMCORE_MODELS, LMCORE_MLFLOW_DIR."""
@@ -412,7 +450,8 @@ def _translate(exc: ValidationError, source: str | None = None, prefix: str = ""
             msg = f"unknown key '{path}'" + (f"; did you mean '{hint}'?" if hint else "")
         else:
             got = err.get("input")
-            msg = f"{path}: {err['msg']}" + ("" if isinstance(got, dict) else f" (got {got!r})") if path else err["msg"]
+            text = err["msg"].removeprefix("Value error, ")
+            msg = f"{path}: {text}" + ("" if isinstance(got, dict) else f" (got {got!r})") if path else text
             allowed = allowed_range(path)
             if allowed and err["type"] in _RANGE_ERRORS:
                 msg += f"; allowed range: {allowed}"

@@ -30,6 +30,17 @@ class ConfigError(LmcoreError):
         super().__init__(where + message)
 
 
+class UsageError(LmcoreError):
+    """A command given something it cannot use (an output folder that is not empty, a path that is
+    not a model id); names it. Exit code 2, like a bad config."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, path: str | None = None):
+        self.path = path
+        super().__init__(f"{path}: {message}" if path else message)
+
+
 class DataFormatError(LmcoreError):
     """Input data that cannot be used; names the file and line when known."""
 

@@ -17,7 +17,7 @@ import json
 import shutil
 from pathlib import Path
 
-from lmcore.errors import CheckpointError
+from lmcore.errors import CheckpointError, UsageError
 
 
 def export_for_hf(model_dir: str | Path, out_dir: str | Path, verify: bool = True) -> Path:
@@ -30,9 +30,11 @@ def export_for_hf(model_dir: str | Path, out_dir: str | Path, verify: bool = Tru
     from lmcore.registry import ModelManager
 
     model_dir, out_dir = Path(model_dir), Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError("exists and is not a folder; choose a new folder to export into", path=str(out_dir))
     if out_dir.exists() and any(out_dir.iterdir()):
-        raise CheckpointError("output folder is not empty; choose a new folder", path=str(out_dir))
-    model, tokenizer, meta, _, _ = ModelManager(model_dir.parent).load_model(model_dir.name, verify=verify)
+        raise UsageError("output folder is not empty; choose a new folder", path=str(out_dir))
+    model, tokenizer, meta = ModelManager(model_dir.parent).load_for_inference(model_dir.name, verify=verify)
     if tokenizer is None:
         raise CheckpointError("no tokenizer.json: a Hugging Face export needs the tokenizer", path=str(model_dir))
     save_hf(model, out_dir, tokenizer)

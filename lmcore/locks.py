@@ -126,6 +126,17 @@ def is_locked(path: str | Path) -> bool:
     return False
 
 
+def pid_alive(pid: int) -> bool:
+    """True while a process with this pid exists on this host (a zombie counts as alive)."""
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def holder(path: str | Path) -> Optional[dict[str, Any]]:
     """The note the current (or last) holder wrote: ``{pid, host, started, command}``, or None."""
     try:

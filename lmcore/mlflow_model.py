@@ -43,7 +43,7 @@ def load_model_folder(model_dir: str | Path):
         from lmcore.registry import ModelManager
 
         # MLflow copied the folder itself; the sha256 check is for folders people copy by hand
-        model, tokenizer, *_ = ModelManager(model_dir.parent).load_model(model_dir.name, verify=False)
+        model, tokenizer, _ = ModelManager(model_dir.parent).load_for_inference(model_dir.name, verify=False)
     else:
         from lmcore.hf import load_hf
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from lmcore.errors import CheckpointError, ModelNotFoundError
+from lmcore.locks import FileLock, is_locked
 from lmcore.store import sha256_file
 
 STAGE_VERSION = "1"  # the register stage's output layout (models/<id>/ + model.json)
@@ -108,11 +109,13 @@ class ModelManager:
         import lmcore
         from lmcore.config import ModelConfig
 
-        model_id = model_id or new_model_id(str(metadata.get("name") or "lmcore"))
+        model_id = self.check_id(model_id or new_model_id(str(metadata.get("name") or "lmcore")))
         if (self.root / model_id).exists():
             raise CheckpointError("a model with this id already exists", path=str(self.root / model_id))
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = self.root / f".tmp-{model_id}-{secrets.token_hex(4)}"
+        lock = FileLock(f"{tmp}.lock")  # held while the copy is written: a gc never takes live work
+        lock.acquire()
         tmp.mkdir()
         try:
             write(tmp)
@@ -135,11 +138,44 @@ class ModelManager:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        finally:
+            lock.remove()
         return model_id
 
+    def remove_abandoned(self, path: Path) -> bool:
+        """Delete one :meth:`abandoned` copy unless a writer holds it (then False)."""
+        lock = FileLock(f"{path}.lock")
+        if not lock.acquire(blocking=False):
+            return False
+        try:
+            shutil.rmtree(path, ignore_errors=True)
+        finally:
+            lock.remove()
+        return True
+
+    def abandoned(self) -> list[tuple[Path, int]]:
+        """``(folder, bytes)`` of half-written model copies whose writer is gone (what ``store gc`` frees)."""
+        if not self.root.is_dir():
+            return []
+        return [(p, sum(f.stat().st_size for f in p.rglob("*") if f.is_file()))
+                for p in sorted(self.root.glob(".tmp-*")) if p.is_dir() and not is_locked(f"{p}.lock")]
+
     # ------------------------------------------------------------------ reading
+    def check_id(self, model_id: str) -> str:
+        """``model_id`` if it can only name a folder directly inside the models folder; else an error
+        (exit 2) that touches nothing: no separators, no ``..``, not empty, not starting with ``.``."""
+        bad = (not model_id or model_id.startswith(".") or "/" in model_id or "\\" in model_id
+               or "\x00" in model_id or model_id != model_id.strip())
+        if not bad:
+            root = self.root.resolve()
+            bad = (root / model_id).resolve().parent != root
+        if bad:
+            raise ModelNotFoundError(f"{model_id!r} is not a model id: ids name a folder inside {self.root} "
+                                     "(no '/', '..' or leading '.'); see `lmcore models list`")
+        return model_id
+
     def model_dir(self, model_id: str) -> Path:
-        directory = self.root / model_id
+        directory = self.root / self.check_id(model_id)
         if not (directory / METADATA).is_file():
             known = ", ".join(m["id"] for m in self.list_models()[-5:]) or "none"
             raise ModelNotFoundError(f"no model '{model_id}' under {self.root} (latest: {known}); "
@@ -150,7 +186,8 @@ class ModelManager:
         return json.loads((self.model_dir(model_id) / METADATA).read_text(encoding="utf-8"))
 
     def resolve_id(self, model_id: str) -> str:
-        """``latest`` or a unique prefix -> the full id."""
+        """``latest`` or a unique prefix -> the full id (only ids inside the models folder: :meth:`check_id`)."""
+        self.check_id(model_id)
         if (self.root / model_id / METADATA).is_file():
             return model_id
         ids = [m["id"] for m in self.list_models()]
@@ -179,6 +216,14 @@ class ModelManager:
             out.append(meta)
         return sorted(out, key=lambda m: (str(m.get("created", "")), m["id"]))
 
+    def find_by_lineage(self, stage: str, key: str) -> str | None:
+        """The id of the model whose lineage has ``stage: key`` (oldest first), or None: registering the
+        same trained weights again finds the folder the first registration wrote."""
+        for meta in self.list_models():
+            if (meta.get("lineage") or {}).get(stage) == key and (self.root / meta["id"] / WEIGHTS).is_file():
+                return meta["id"]
+        return None
+
     def verify(self, model_id: str) -> None:
         """Raise ``CheckpointError`` naming the first file whose sha256 differs from metadata.json."""
         directory = self.model_dir(model_id)
@@ -191,9 +236,12 @@ class ModelManager:
                 raise CheckpointError("sha256 mismatch: the file changed since it was saved "
                                       "(corrupted copy?)", path=str(path))
 
-    def load_model(self, model_id: str, device: str = "cpu", verify: bool = True):
-        """``(model, tokenizer, metadata, optimizer_state | None, scheduler_state | None)``."""
-        import torch
+    def load_model(self, model_id: str, device: str = "cpu", verify: bool = True, training_state: bool = True):
+        """``(model, tokenizer, metadata, optimizer_state | None, scheduler_state | None)``.
+
+        ``training_state=False`` never opens ``optimizer.pt`` / ``scheduler.json`` (both come back None):
+        generating, chatting and exporting need only the weights and the tokenizer.
+        """
         from safetensors.torch import load_model as load_weights
 
         from lmcore.config import ModelConfig
@@ -216,13 +264,32 @@ class ModelManager:
             from lmcore.tokenizer import LmcoreTokenizer
 
             tokenizer = LmcoreTokenizer.load(directory)
-        optimizer_state = None
-        if (directory / OPTIMIZER).is_file():
-            optimizer_state = torch.load(directory / OPTIMIZER, map_location=device, weights_only=True)
-        scheduler_state = None
-        if (directory / SCHEDULER).is_file():
-            scheduler_state = json.loads((directory / SCHEDULER).read_text(encoding="utf-8"))
+        optimizer_state = scheduler_state = None
+        if training_state:
+            optimizer_state, scheduler_state = self._training_state(directory, device)
         return model, tokenizer, meta, optimizer_state, scheduler_state
 
-    def delete_model(self, model_id: str) -> None:
-        shutil.rmtree(self.model_dir(self.resolve_id(model_id)))
+    def load_for_inference(self, model_id: str, device: str = "cpu", verify: bool = True):
+        """``(model, tokenizer, metadata)``: :meth:`load_model` without the optimizer and scheduler state."""
+        model, tokenizer, meta, _, _ = self.load_model(model_id, device, verify, training_state=False)
+        return model, tokenizer, meta
+
+    @staticmethod
+    def _training_state(directory: Path, device: str) -> tuple[dict | None, dict | None]:
+        optimizer_state = scheduler_state = None
+        if (directory / OPTIMIZER).is_file():
+            from lmcore.train.checkpoint import load_torch_state
+
+            optimizer_state = load_torch_state(directory / OPTIMIZER, map_location=device)
+        if (directory / SCHEDULER).is_file():
+            try:
+                scheduler_state = json.loads((directory / SCHEDULER).read_text(encoding="utf-8"))
+            except ValueError as exc:
+                raise CheckpointError(f"not valid JSON ({exc})", path=str(directory / SCHEDULER)) from None
+        return optimizer_state, scheduler_state
+
+    def delete_model(self, model_id: str) -> str:
+        """Remove a model's folder; returns the full id. Only ids inside the models folder (:meth:`check_id`)."""
+        full_id = self.resolve_id(model_id)
+        shutil.rmtree(self.model_dir(full_id))
+        return full_id

@@ -204,6 +204,13 @@ class Store:
         """:meth:`check` with sha256 of every file."""
         return self.check(stage, key, deep=True)
 
+    def entries(self) -> list[tuple[str, str]]:
+        """``(stage, key)`` of every finished output, sorted."""
+        if not self.root.is_dir():
+            return []
+        return sorted((stage_dir.name, out.name) for stage_dir in self.root.iterdir() if stage_dir.is_dir()
+                      for out in stage_dir.iterdir() if (out / MANIFEST).is_file() and not out.name.startswith("."))
+
     # ------------------------------------------------------------------ writing
     def build(self, stage: str, key: str, fn: Callable[[Path], dict[str, Any]], *,
               inputs: dict[str, Any] | list[str] | None = None, config: Any = None, code_version: str = "0",

@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
 from lmcore import chat
+from lmcore.data.schema import reading_shard
 from lmcore.config import DataConfig, TokenizerConfig
 from lmcore.errors import DataFormatError, StoreError
 
@@ -102,12 +103,15 @@ class LmcoreTokenizer:
         if not path.is_file():
             raise StoreError(f"{path}: no tokenizer.json here")
         config_path = directory / "tokenizer_config.json"
-        config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
+        try:
+            config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
+        except ValueError as exc:
+            raise StoreError(f"{config_path}: not valid JSON ({exc})") from None
         template = config.get("chat_template")
         jinja_file = directory / "chat_template.jinja"
         if template is None and jinja_file.is_file():
             template = jinja_file.read_text(encoding="utf-8")
-        return cls(Tokenizer.from_file(str(path)), template, int(config.get("model_max_length", UNLIMITED_LENGTH)))
+        return cls(read_tokenizer_file(path), template, int(config.get("model_max_length", UNLIMITED_LENGTH)))
 
     def save_pretrained(self, directory: str | Path) -> list[str]:
         """Write the transformers-loadable folder; returns the file names written."""
@@ -131,6 +135,16 @@ class LmcoreTokenizer:
         special_map = {**tokens, "additional_special_tokens": extra}
         (directory / "special_tokens_map.json").write_text(json.dumps(special_map, indent=2) + "\n", encoding="utf-8")
         return ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]
+
+
+def read_tokenizer_file(path: str | Path) -> Tokenizer:
+    """``tokenizers.Tokenizer.from_file`` with its parse errors as a :class:`StoreError` naming the file."""
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as exc:  # tokenizers raises a bare Exception with serde's message
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise StoreError(f"{path}: not a valid tokenizer.json ({first}); the file is damaged or not a "
+                         "Hugging Face tokenizers file") from None
 
 
 # ---------------------------------------------------------------------- training
@@ -173,13 +187,15 @@ def sample_texts(shard_dir: str | Path, sample_size: int, template: str | None =
     stats = stats if stats is not None else {}
     stats.update(records=0, utf8_bytes=0)
     files = train_shard_files(shard_dir)
-    total = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    total = 0
+    for f in files:
+        with reading_shard(f, "tokenizer"):
+            total += pq.ParquetFile(f).metadata.num_rows
     stride = max(1, -(-total // sample_size))
     taken = 0
     index = 0  # of the first row of the batch, over all shards
     for path in files:
-        pf = pq.ParquetFile(path)
-        for batch in pf.iter_batches(batch_size=batch_rows, columns=["kind", "text", "messages", "source", "line"]):
+        for batch in _batches(path, batch_rows):
             first = (-index) % stride  # rows index+first, +stride, ... are in the sample
             picked = np.arange(first, batch.num_rows, stride)[: sample_size - taken]
             index += batch.num_rows
@@ -198,6 +214,12 @@ def sample_texts(shard_dir: str | Path, sample_size: int, template: str | None =
                 yield out
             if taken >= sample_size:
                 return
+
+
+def _batches(path: Path, batch_rows: int) -> Iterator:
+    """The shard's record batches; a damaged shard is a StoreError naming it (see ``reading_shard``)."""
+    with reading_shard(path, "tokenizer"):
+        yield from pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=["kind", "text", "messages", "source", "line"])
 
 
 def train_tokenizer(shard_dir: str | Path, vocab_size: int, min_frequency: int = 2, sample_size: int = 100_000,

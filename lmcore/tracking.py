@@ -37,11 +37,14 @@ import json
 import logging
 import math
 import os
+import socket
 import subprocess
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
+
+from lmcore.locks import FileLock, pid_alive
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -90,15 +93,28 @@ def sqlite_file(uri: str) -> Path | None:
 
 
 def make_client(cfg: "PipelineConfig") -> "MlflowClient":
-    """An ``MlflowClient`` on the configured URI (creating ``paths.mlflow`` for the SQLite default)."""
+    """An ``MlflowClient`` on the configured URI (creating ``paths.mlflow`` for the SQLite default).
+
+    An embedded SQLite store is opened under a file lock beside the database: MLflow creates and
+    migrates the database the first time it is opened, and two processes doing that at once leave
+    it broken (``_alembic_tmp_... already exists``). Under the lock the second one finds it ready.
+    """
     prepare_mlflow_env(cfg)
     from mlflow import MlflowClient
 
     uri = cfg.tracking_uri()
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     db = sqlite_file(uri)
     if db is not None:
         db.parent.mkdir(parents=True, exist_ok=True)
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+        lock = FileLock(db.with_name(db.name + ".lock"))
+        lock.acquire()
+        try:
+            client.search_experiments(max_results=1)  # creates and migrates the database, once
+            client.search_registered_models(max_results=1)
+        finally:
+            lock.remove()
+    return client
 
 
 def git_commit(cwd: str | Path | None = None) -> str | None:
@@ -169,15 +185,17 @@ class PipelineTracker:
             yield NullRun()
             return
         try:
-            all_tags = {"lmcore.version": _lmcore_version()}
+            all_tags = {"lmcore.version": _lmcore_version(), "lmcore.host": socket.gethostname(),
+                        "lmcore.pid": str(os.getpid())}
             if flow_run_id:
                 all_tags["lmcore.flow_run_id"] = str(flow_run_id)
             commit = git_commit()
             if commit:
                 all_tags["mlflow.source.git.commit"] = commit
             all_tags.update(tags or {})
-            created = self.client.create_run(self.experiment_id(), run_name=self.cfg.tracking.run_name,
-                                             tags=all_tags)
+            experiment_id = self.experiment_id()
+            self.close_abandoned_runs(experiment_id)
+            created = self.client.create_run(experiment_id, run_name=self.cfg.tracking.run_name, tags=all_tags)
         except Exception as exc:  # noqa: BLE001
             log.warning("tracking: cannot start an MLflow run at %s (%s: %s); continuing without tracking",
                         self.cfg.tracking_uri(), type(exc).__name__, str(exc)[:300])
@@ -194,6 +212,30 @@ class PipelineTracker:
                 self.client.set_terminated(run.run_id, status=status)
             except Exception as exc:  # noqa: BLE001
                 log.warning("tracking: could not mark run %s %s (%s)", run.run_id, status, exc)
+
+    def close_abandoned_runs(self, experiment_id: str) -> list[str]:
+        """Mark KILLED the runs of this experiment left RUNNING by an lmcore process of this host that
+        no longer exists (a kill -9, a power cut); returns their ids. Runs of live processes and of
+        other hosts are left alone."""
+        from mlflow.entities import RunStatus
+
+        host = socket.gethostname()
+        closed = []
+        try:
+            runs = self.client.search_runs([experiment_id], max_results=200, filter_string=(
+                f"attributes.status = 'RUNNING' and tags.`lmcore.host` = '{host}'"))
+        except Exception as exc:  # noqa: BLE001 - a nicety; never stop a run for it
+            log.debug("tracking: could not look for abandoned runs: %s", exc)
+            return closed
+        for run in runs:
+            pid = run.data.tags.get("lmcore.pid", "")
+            if pid.isdigit() and not pid_alive(int(pid)):
+                self.client.set_terminated(run.info.run_id, status=RunStatus.to_string(RunStatus.KILLED))
+                closed.append(run.info.run_id)
+        if closed:
+            log.warning("tracking: marked %d run(s) KILLED that a dead process left RUNNING: %s", len(closed),
+                        ", ".join(closed))
+        return closed
 
     @contextmanager
     def resume(self, run_id: str | None) -> Iterator["TrackedRun"]:

@@ -10,6 +10,11 @@ beat the current champion's, read from the champion version's
 keys, tokenizer key, git commit) so a version can be followed back to the
 raw files.
 
+Registration is idempotent per trained model: a version is found by its
+``lmcore.train`` tag before one is created, so a run killed after registering
+(or retried because MLflow was down) never adds a second version, and a version
+left without an alias gets one on the next run.
+
 Two pipelines registering at the same moment may both read the old champion
 before either moves the alias; the later one wins. The registry has no
 compare-and-set, so that race is accepted and documented.
@@ -58,6 +63,48 @@ def register_model(run: "TrackedRun", model_dir: Path, lineage: dict[str, Any],
 
 def _register(run: "TrackedRun", model_dir: Path, lineage: dict[str, Any],
               metrics: dict[str, Any], log_hf_export: bool) -> dict[str, Any]:
+    cfg, client = run.cfg, run.client
+    name = cfg.tracking.registered_model_name
+    bpb = bits_per_byte(metrics)
+    version = _version_of(client, name, lineage.get("train"))
+    if version is None:
+        version = _create_version(run, model_dir, lineage, bpb, log_hf_export)
+    else:  # registered before (a killed or retried run): one version per trained model
+        log.info("%s version %s already holds train %s; not registering it again", name, version.version,
+                 lineage.get("train"))
+    held = sorted(a for a, v in (client.get_registered_model(name).aliases or {}).items() if str(v) == str(version.version))
+    champion = _current_champion(client, name, cfg.tracking.champion_alias)
+    champion_bpb = _version_bpb(client, champion) if champion is not None else None
+    if held:
+        alias = cfg.tracking.champion_alias if cfg.tracking.champion_alias in held else held[0]
+    else:
+        wins = champion is None or (bpb is not None and (champion_bpb is None or bpb < champion_bpb))
+        alias = cfg.tracking.champion_alias if wins else cfg.tracking.challenger_alias
+        client.set_registered_model_alias(name, alias, version.version)
+    run.set_tags({"lmcore.registered_model": name, "lmcore.registered_version": version.version,
+                  "lmcore.registered_alias": alias})
+    previous = champion if champion is not None and str(champion.version) != str(version.version) else None
+    log.info("registered %s version %s as @%s (bits/byte %s; previous champion %s at %s)", name,
+             version.version, alias, bpb, previous.version if previous else None, champion_bpb)
+    return {"name": name, "version": str(version.version), "alias": alias,
+            "model_uri": f"models:/{name}@{alias}", "bits_per_byte": bpb,
+            "previous_champion": str(previous.version) if previous else None}
+
+
+def _version_of(client, name: str, train_key: str | None):
+    """The version already registered for this train key (the version tag ``lmcore.train``), or None."""
+    if not train_key:
+        return None
+    try:
+        found = client.search_model_versions(f"name = '{name}' and tags.`lmcore.train` = '{train_key}'")
+    except Exception:  # noqa: BLE001 - the registered model does not exist yet
+        return None
+    return min(found, key=lambda v: int(v.version)) if found else None
+
+
+def _create_version(run: "TrackedRun", model_dir: Path, lineage: dict[str, Any], bpb: float | None,
+                    log_hf_export: bool):
+    """Log ``model_dir`` as a pyfunc into the run and register it as a new version tagged with its lineage."""
     from mlflow.entities import LoggedModelOutput
 
     from lmcore.mlflow_model import log_text_generator
@@ -70,8 +117,6 @@ def _register(run: "TrackedRun", model_dir: Path, lineage: dict[str, Any],
     client.log_outputs(run.run_id, [LoggedModelOutput(logged.model_id, step=0)])
     if log_hf_export:
         _log_hf_export(run, model_dir)
-
-    bpb = bits_per_byte(metrics)
     tags = {f"lmcore.{k}": str(v) for k, v in lineage.items() if v is not None}
     run_tags = client.get_run(run.run_id).data.tags  # lineage the run already knows
     for run_tag, version_tag in (("lmcore.data.digest", "lmcore.data_digest"),
@@ -84,22 +129,9 @@ def _register(run: "TrackedRun", model_dir: Path, lineage: dict[str, Any],
         tags[BPB_TAG] = repr(bpb)
     # other eval figures stay on the run (metrics): the registry page lists every version tag
     _ensure_registered_model(client, name)
-    version = client.create_model_version(name, source=f"models:/{logged.model_id}", run_id=run.run_id,
-                                          tags={k: v[:5000] for k, v in tags.items()}, model_id=logged.model_id,
-                                          description=f"lmcore model {Path(model_dir).name}")
-
-    champion = _current_champion(client, name, cfg.tracking.champion_alias)
-    champion_bpb = _version_bpb(client, champion) if champion is not None else None
-    wins = champion is None or (bpb is not None and (champion_bpb is None or bpb < champion_bpb))
-    alias = cfg.tracking.champion_alias if wins else cfg.tracking.challenger_alias
-    client.set_registered_model_alias(name, alias, version.version)
-    run.set_tags({"lmcore.registered_model": name, "lmcore.registered_version": version.version,
-                  "lmcore.registered_alias": alias})
-    log.info("registered %s version %s as @%s (bits/byte %s; previous champion %s at %s)", name,
-             version.version, alias, bpb, champion.version if champion else None, champion_bpb)
-    return {"name": name, "version": str(version.version), "alias": alias,
-            "model_uri": f"models:/{name}@{alias}", "bits_per_byte": bpb,
-            "previous_champion": str(champion.version) if champion else None}
+    return client.create_model_version(name, source=f"models:/{logged.model_id}", run_id=run.run_id,
+                                       tags={k: v[:5000] for k, v in tags.items()}, model_id=logged.model_id,
+                                       description=f"lmcore model {Path(model_dir).name}")
 
 
 def list_registry_versions(cfg: "PipelineConfig") -> list[dict[str, Any]]:

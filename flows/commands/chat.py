@@ -31,7 +31,7 @@ def register(app: typer.Typer) -> None:
         from flows.commands._textgen import chat_reply, sampling_args
         from lmcore.registry import ModelManager
 
-        model, tok, meta, *_ = ModelManager(models_dir or default_models_dir()).load_model(model_id)
+        model, tok, meta = ModelManager(models_dir or default_models_dir()).load_for_inference(model_id)
         sampling = sampling_args(max_new_tokens, temperature, top_k, top_p, seed)
         start = [{"role": "system", "content": system}] if system else []
         messages = list(start)

@@ -27,6 +27,6 @@ def register(app: typer.Typer) -> None:
         from flows.commands._textgen import complete, sampling_args
         from lmcore.registry import ModelManager
 
-        model, tok, *_ = ModelManager(models_dir or default_models_dir()).load_model(model_id)
+        model, tok, _ = ModelManager(models_dir or default_models_dir()).load_for_inference(model_id)
         text = complete(model, tok, prompt, **sampling_args(max_new_tokens, temperature, top_k, top_p, seed))
         typer.echo(prompt + text)

@@ -85,11 +85,22 @@ def register(app: typer.Typer) -> None:
 
     @models_app.command("delete")
     def delete(
-        model_id: str = typer.Argument(..., help="Model id to delete (its folder is removed)."),
+        model_id: str = typer.Argument(..., help="Model id (or a unique prefix, or 'latest') to delete."),
         models_dir: Path = typer.Option(None, "--models-dir", help=MODELS_HELP),
+        yes: bool = typer.Option(False, "--yes", "-y", help="Delete without asking (needed when not on a terminal)."),
     ) -> None:
-        """Delete a registered model's folder (MLflow versions are left alone)."""
+        """Delete a registered model's folder (MLflow versions are left alone). Asks first."""
+        import sys
+
+        from lmcore.errors import UsageError
         from lmcore.registry import ModelManager
 
-        ModelManager(models_dir or default_models_dir()).delete_model(model_id)
-        typer.echo(f"deleted {model_id}")
+        manager = ModelManager(models_dir or default_models_dir())
+        full_id = manager.resolve_id(model_id)  # only ids inside the models folder; anything else exits 2
+        size = manager.metadata(full_id).get("size_mb", 0)
+        if not yes:
+            if not sys.stdin.isatty():
+                raise UsageError(f"not deleting {full_id} without confirmation: pass --yes")
+            typer.confirm(f"delete {full_id} ({size:.1f} MB) from {manager.root}?", abort=True)
+        manager.delete_model(full_id)
+        typer.echo(f"deleted {full_id}")

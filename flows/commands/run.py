@@ -66,7 +66,7 @@ def print_sample(records: dict, cfg, console) -> None:
         from flows.commands._textgen import complete, sampling_args
         from lmcore.registry import ModelManager
 
-        model, tok, *_ = ModelManager(cfg.paths.models).load_model(model_id)
+        model, tok, _ = ModelManager(cfg.paths.models).load_for_inference(model_id)
         prompt = (cfg.training.sample_prompts or ["The"])[0]
         text = complete(model, tok, prompt, **sampling_args(cfg.training.sample_max_new_tokens, 0.8, 50, None, 0))
         console.print(f"[bold]model[/]      {model_id}   (lmcore generate {model_id} --prompt ...)")

@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 
 from lmcore import chat
 from lmcore.config import PipelineConfig
+from lmcore.data.schema import reading_shard
 from lmcore.data.token_shards import TokenShardWriter
 from lmcore.errors import DataFormatError
 from lmcore.tokenizer import LmcoreTokenizer
@@ -162,10 +163,11 @@ def pretokenize_file(shard_file: str | Path, tok: LmcoreTokenizer, out_dir: str 
     """Encode one Parquet shard into ``out_dir``; returns the shard's metadata."""
     name, split = shard_name(shard_file)
     writer = TokenShardWriter(out_dir, name, tok.vocab_size, split)
-    pf = pq.ParquetFile(shard_file)
-    for record_batch in pf.iter_batches(batch_size=batch_rows, columns=_COLUMNS):
-        for batch in byte_bounded(record_batch, batch_bytes):
-            _append_batch(writer, tok, batch, add_bos, add_eos)
+    with reading_shard(shard_file, "pretokenize"):
+        pf = pq.ParquetFile(shard_file)
+        for record_batch in pf.iter_batches(batch_size=batch_rows, columns=_COLUMNS):
+            for batch in byte_bounded(record_batch, batch_bytes):
+                _append_batch(writer, tok, batch, add_bos, add_eos)
     return writer.close()
 
 

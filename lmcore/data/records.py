@@ -13,10 +13,14 @@ What is accepted (be generous with messy dumps, strict about what reaches traini
   lone ``\\r`` become ``\\n`` and surrounding whitespace is stripped.
 * Chat records: a ``messages`` list of ``{role, content}`` or a ShareGPT
   ``conversations`` list of ``{from, value}`` (checked before text fields).
-  Roles map to system/user/assistant/tool: ``human``/``user`` -> user;
-  ``gpt``/``assistant``/``bot``/``model``/``chatgpt`` -> assistant;
-  ``system`` -> system; ``tool``/``function``/``observation``/``ipython`` -> tool
-  (case-insensitive). Content may be a string, or an OpenAI-style list of parts
+  Roles map to system/user/assistant/tool (case-insensitive): the user's names
+  (``human``, ``user``, ``prompter`` ...) -> user; the assistants' names, including
+  the model names chat exports use as speakers (``gpt``, ``chatgpt``, ``bing``,
+  ``bard``, ``claude``, ``gemini`` ...) -> assistant; ``system`` -> system;
+  ``tool``/``function``/``observation``/``ipython`` -> tool. A speaker name not in
+  the table never loses the conversation: the turn takes the role the dialogue
+  expects there (assistant after a user or tool turn, else user), and the name is
+  counted in the validation report (``unknown_roles``). Content may be a string, or an OpenAI-style list of parts
   whose ``text`` parts are joined. An assistant turn whose content is ``null``
   or missing but that carries ``tool_calls`` (or ``function_call``) keeps the
   calls as compact JSON text, so tool use is learned rather than dropped.
@@ -51,10 +55,14 @@ FILTERED_REASONS = ("empty", "too_short", "duplicate")
 REASONS = INVALID_REASONS + FILTERED_REASONS
 BLANK = "blank"  # a blank line: counted, neither valid nor rejected
 
+USER_NAMES = ("user", "human", "prompter", "person", "customer", "you", "me", "question")
+ASSISTANT_NAMES = ("assistant", "gpt", "chatgpt", "gpt-3.5", "gpt-4", "gpt4", "gpt-4o", "openai", "bot", "ai",
+                   "model", "bing", "bard", "gemini", "claude", "llama", "mistral", "vicuna", "alpaca", "copilot",
+                   "character", "answer", "response")
 ROLE_ALIASES = {
     "system": "system",
-    "user": "user", "human": "user",
-    "assistant": "assistant", "gpt": "assistant", "bot": "assistant", "model": "assistant", "chatgpt": "assistant",
+    **{name: "user" for name in USER_NAMES},
+    **{name: "assistant" for name in ASSISTANT_NAMES},
     "tool": "tool", "function": "tool", "observation": "tool", "ipython": "tool",
 }
 CHAT_FIELDS = (("messages", "role", "content"), ("conversations", "from", "value"))
@@ -73,6 +81,7 @@ class Record:
     line: int
     chars: int  # characters of content (text, or the sum of turn contents)
     payload: bytes  # UTF-8 of text (or messages): hashed for the id, written to shards, bounded by shard_max_bytes
+    unknown_roles: tuple[str, ...] = ()  # speaker names not in ROLE_ALIASES, each turn once (for the report)
 
     def row(self) -> dict[str, Any]:
         return {"id": self.id, "kind": self.kind, "text": self.text, "messages": self.messages,
@@ -136,11 +145,15 @@ class LineParser:
 
     def _chat(self, turns: Any, field: str, role_key: str, content_key: str,
               source: str, line: int) -> Record | Rejection:
-        messages = parse_turns(turns, field, role_key, content_key)
+        unknown: list[str] = []
+        messages = parse_turns(turns, field, role_key, content_key, unknown)
         if isinstance(messages, Rejection):
             return messages
         if not self.keep_chat:
-            return self._text(flatten_chat(messages), source, line, what="conversation")
+            record = self._text(flatten_chat(messages), source, line, what="conversation")
+            if isinstance(record, Record):
+                record.unknown_roles = tuple(unknown)
+            return record
         chars = sum(len(m["content"]) for m in messages)
         if not messages:
             return Rejection("empty", f"'{field}' has no non-empty turn")
@@ -148,23 +161,35 @@ class LineParser:
             return Rejection("too_short", f"{chars} characters < data.min_text_length {self.min_length}")
         payload = orjson.dumps(messages)
         digest = content_digest("chat", payload)
-        return Record(digest.hex(), digest, "chat", None, payload.decode("utf-8"), source, line, chars, payload)
+        return Record(digest.hex(), digest, "chat", None, payload.decode("utf-8"), source, line, chars, payload,
+                      tuple(unknown))
 
 
-def parse_turns(turns: Any, field: str, role_key: str, content_key: str) -> list[dict[str, str]] | Rejection:
-    """Canonical ``[{"role","content"}]`` (empty turns dropped) or an ``invalid_chat`` rejection."""
+def parse_turns(turns: Any, field: str, role_key: str, content_key: str,
+                unknown: list[str] | None = None) -> list[dict[str, str]] | Rejection:
+    """Canonical ``[{"role","content"}]`` (empty turns dropped) or an ``invalid_chat`` rejection.
+
+    Speaker names not in :data:`ROLE_ALIASES` take the role the dialogue expects (see the module
+    doc) and are appended to ``unknown``.
+    """
     if not isinstance(turns, list):
         return Rejection("invalid_chat", f"'{field}' is {_json_type(turns)}, expected a list")
     if not turns:
         return Rejection("invalid_chat", f"'{field}' is an empty list")
     out: list[dict[str, str]] = []
+    previous: str | None = None
     for i, turn in enumerate(turns):
         if not isinstance(turn, dict):
             return Rejection("invalid_chat", f"{field}[{i}] is {_json_type(turn)}, expected an object")
         raw_role = turn.get(role_key, turn.get("role" if role_key == "from" else "from"))
-        role = ROLE_ALIASES.get(raw_role.strip().lower()) if isinstance(raw_role, str) else None
+        if not isinstance(raw_role, str) or not raw_role.strip():
+            return Rejection("invalid_chat", f"{field}[{i}] has a missing or non-string role {raw_role!r}")
+        role = ROLE_ALIASES.get(raw_role.strip().lower())
         if role is None:
-            return Rejection("invalid_chat", f"{field}[{i}] has unknown or missing role {raw_role!r}")
+            role = "assistant" if previous in ("user", "tool") else "user"
+            if unknown is not None:
+                unknown.append(raw_role.strip()[:40])
+        previous = role
         content = turn.get(content_key, turn.get("content" if content_key == "value" else "value"))
         text = _content_text(content)
         if text is None and content is None and role == "assistant":

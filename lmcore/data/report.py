@@ -74,6 +74,7 @@ class ReportBuilder:
         self.kinds = {"text": 0, "chat": 0}
         self.lengths = LengthStats()
         self.examples: dict[str, list[dict[str, Any]]] = {r: [] for r in REASONS}
+        self.unknown_roles: dict[str, int] = {}  # speaker name -> turns, for names the role table lacks
 
     def add(self, v: LineVerdict) -> None:
         counts = self.files.get(v.file.path)
@@ -84,6 +85,8 @@ class ReportBuilder:
             counts["valid"] += 1
             self.kinds[v.record.kind] += 1
             self.lengths.add(v.record.chars)
+            for name in v.record.unknown_roles:
+                self.unknown_roles[name] = self.unknown_roles.get(name, 0) + 1
         elif v.reason == BLANK:
             counts["blank"] += 1
         else:
@@ -110,6 +113,7 @@ class ReportBuilder:
             "invalid_fraction": round(invalid / (lines - blank), 6) if lines > blank else 0.0,
             "max_invalid_fraction": self.settings.get("max_invalid_fraction"),
             "kinds": dict(self.kinds),
+            "unknown_roles": dict(sorted(self.unknown_roles.items(), key=lambda kv: (-kv[1], kv[0]))),
             "lengths": self.lengths.to_dict(),
             "files": files,
             "examples": {r: e for r, e in self.examples.items() if e},
@@ -189,6 +193,9 @@ def render_report(report: dict[str, Any]):
                     + (f" (max {limit:.0%})" if limit is not None else ""))
     kinds = report.get("kinds", {})
     summary.add_row("kinds", ", ".join(f"{k} {v:,}" for k, v in kinds.items()))
+    unknown = report.get("unknown_roles") or {}
+    if unknown:
+        summary.add_row("unknown speakers (kept)", ", ".join(f"{k} {v:,}" for k, v in list(unknown.items())[:8]))
     lengths = report["lengths"]
     if lengths["count"]:
         summary.add_row("length (chars)", f"min {lengths['min']:,} · mean {lengths['mean']:,.0f} · p50 "

@@ -44,7 +44,7 @@ from lmcore.errors import DataFormatError
 if TYPE_CHECKING:
     from lmcore.config import DataConfig
 
-STAGE_VERSION = "1"
+STAGE_VERSION = "2"  # 2: unknown chat speakers are kept, not dropped
 SPLITS = ("train", "eval")
 BATCH_ROWS = 8192
 BATCH_BYTES = 16 * 1024 * 1024

@@ -38,7 +38,7 @@ from lmcore.errors import DataFormatError
 if TYPE_CHECKING:
     from lmcore.config import DataConfig
 
-STAGE_VERSION = "1"
+STAGE_VERSION = "2"  # 2: unknown chat speakers are kept (and counted), not quarantined
 REPORT_FILE = "report.json"
 QUARANTINE_FILE = "quarantine.jsonl"
 
@@ -84,7 +84,7 @@ def run_validate(paths: Optional[Iterable[str | Path]], data_cfg: "DataConfig", 
 
 def summarise(report: dict[str, Any]) -> dict[str, Any]:
     """The part of a report that goes in the stage manifest (no examples)."""
-    keys = ("totals", "reasons", "invalid_fraction", "kinds", "lengths")
+    keys = ("totals", "reasons", "invalid_fraction", "kinds", "unknown_roles", "lengths")
     summary = {k: report[k] for k in keys}
     summary["files"] = [{k: f[k] for k in ("path", "split", "lines", "blank", "valid", "rejected")}
                         for f in report["files"]]

@@ -168,6 +168,11 @@ def latest_good_checkpoint(directory: Path) -> Optional[Path]:
     return None
 
 
+def load_torch_state(path: Path, map_location="cpu"):
+    """A ``.pt`` state file read with ``weights_only=True``; anything else is a ``CheckpointError`` naming it."""
+    return _torch_load_safe(Path(path), map_location)
+
+
 def _torch_load_safe(path: Path, map_location="cpu"):
     if not path.is_file():
         raise CheckpointError("file is missing", path=str(path))

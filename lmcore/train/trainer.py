@@ -342,9 +342,9 @@ def build_loaders(cfg, model_cfg, token_dirs: list[Path], ctx):
 def _check_vocab(tokenizer_dir: Optional[Path], model_cfg) -> None:
     if tokenizer_dir is None or not (Path(tokenizer_dir) / "tokenizer.json").is_file():
         return
-    from tokenizers import Tokenizer
+    from lmcore.tokenizer import read_tokenizer_file
 
-    size = Tokenizer.from_file(str(Path(tokenizer_dir) / "tokenizer.json")).get_vocab_size()
+    size = read_tokenizer_file(Path(tokenizer_dir) / "tokenizer.json").get_vocab_size()
     if size > model_cfg.vocab_size:
         raise LmcoreError(f"tokenizer has {size} tokens but the model vocab_size is {model_cfg.vocab_size}; "
                           "build the model with the tokenizer's vocab_size")

@@ -9,7 +9,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from flows.cli import main
-from lmcore.errors import CheckpointError
+from lmcore.errors import UsageError
 from lmcore.hf_export import export_for_hf
 from lmcore.registry import ModelManager
 from tests.lmcore.model_folder_fixture import make_model_folder
@@ -57,9 +57,15 @@ def test_generation_config_names_bos_eos_and_pad(exported):
     assert json.loads((out / "lmcore_metadata.json").read_text())["id"] == folder.name
 
 
-def test_export_refuses_a_non_empty_output_folder(exported, tmp_path):
+def test_export_refuses_a_non_empty_folder_or_a_file_and_exits_2_touching_nothing(exported, tmp_path, capsys):
     folder, _ = exported
     (tmp_path / "keep.txt").write_text("mine")
-    with pytest.raises(CheckpointError, match="not empty"):
+    with pytest.raises(UsageError, match="not empty"):
         export_for_hf(folder, tmp_path)
-    assert main(["export-hf", "no-such-model", str(tmp_path / "x"), "--models-dir", str(folder.parent)]) == 2
+    models = str(folder.parent)
+    assert main(["export-hf", folder.name, str(tmp_path), "--models-dir", models]) == 2
+    assert main(["export-hf", folder.name, str(tmp_path / "keep.txt"), "--models-dir", models]) == 2
+    err = capsys.readouterr().err
+    assert "keep.txt: exists and is not a folder" in err and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"] and (tmp_path / "keep.txt").read_text() == "mine"
+    assert main(["export-hf", "no-such-model", str(tmp_path / "x"), "--models-dir", models]) == 2

@@ -38,6 +38,12 @@ def test_report_counts_every_reason_blank_and_valid_line_exactly(messy, validate
     assert all(expected.get(r, 0) > 0 for r in exercised), "the corpus must exercise every reason"
 
 
+def test_unknown_chat_speakers_are_kept_and_counted_by_name(messy, validated):
+    summary, report, _, _ = validated
+    assert report["unknown_roles"] == messy.unknown_roles == {"HAL-9000": 2, "narrator": 1}
+    assert summary["unknown_roles"] == messy.unknown_roles  # in the stage summary (and so the manifest) too
+
+
 def test_report_counts_per_file_add_up_and_name_each_input(messy, validated):
     _, report, _, _ = validated
     assert [f["path"] for f in report["files"]] == [str(p) for p in messy.paths]
@@ -108,12 +114,13 @@ def test_duplicates_and_short_texts_do_not_count_toward_the_invalid_limit(tmp_pa
 def test_sharegpt_roles_map_to_system_user_assistant_tool():
     parser = LineParser(["text"], use_conversation_format=True, min_text_length=1)
     roles = ["system", "human", "gpt", "function", "user", "bot", "observation", "model", "chatgpt", "tool",
-             "assistant", "HUMAN"]
+             "assistant", "HUMAN", "bard", "Prompter", "Bing", "claude", "gemini"]
     raw = json.dumps({"conversations": [{"from": r, "value": f"turn {i}"} for i, r in enumerate(roles)]})
     record = parser.parse(raw.encode(), "f", 1)
     assert [m["role"] for m in json.loads(record.messages)] == [
         "system", "user", "assistant", "tool", "user", "assistant", "tool", "assistant", "assistant", "tool",
-        "assistant", "user"]
+        "assistant", "user", "assistant", "user", "assistant", "assistant", "assistant"]
+    assert record.unknown_roles == ()
 
 
 def test_chat_is_flattened_to_role_prefixed_text_when_conversation_format_is_off():
