@@ -147,12 +147,12 @@ def no_server_outlives(pid: int, timeout: float = 10.0) -> bool:
 
 
 def registry(ws: Workspace):
-    """``(versions of 'durable' with their aliases, runs of the experiment)`` read from the workspace's MLflow."""
+    """``(version numbers of 'durable', {alias: version}, runs of the experiment)`` from the workspace's MLflow."""
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=ws.mlflow_uri, registry_uri=ws.mlflow_uri)
-    versions = client.search_model_versions("name = 'durable'")
-    aliases = client.get_registered_model("durable").aliases if versions else {}
+    versions = [str(v.version) for v in client.search_model_versions("name = 'durable'")]
+    aliases = {a: str(v) for a, v in client.get_registered_model("durable").aliases.items()} if versions else {}
     experiment = client.get_experiment_by_name("lmcore")
     runs = client.search_runs([experiment.experiment_id]) if experiment else []
     return versions, aliases, runs

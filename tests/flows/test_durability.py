@@ -116,8 +116,7 @@ def test_sigkill_anywhere_then_the_same_command_finishes_with_one_model_and_one_
     models = [p.name for p in ws.models.iterdir() if not p.name.startswith(".")]
     assert len(models) == 1
     versions, aliases, runs = registry(ws)
-    assert [v.version for v in versions] == ["1"] and aliases == {"champion": "1"}
-    assert versions[0].tags["lmcore.model_dir"].endswith(models[0])
+    assert versions == ["1"] and aliases == {"champion": "1"}
     assert not [r for r in runs if r.info.status == "RUNNING"]  # the killed runs were closed
     assert {r.info.status for r in runs} <= {"FINISHED", "KILLED", "FAILED"}
 
@@ -127,12 +126,12 @@ def test_sigkill_anywhere_then_the_same_command_finishes_with_one_model_and_one_
     again = ws.run()
     assert again.returncode == 0 and "ran" not in " ".join(ln.split()[1] for ln in again.stdout.splitlines()
                                                            if ln.split()[:1] and ln.split()[0] == "register")
-    assert [v.version for v in registry(ws)[0]] == ["1"]
+    assert registry(ws)[0] == ["1"]
 
 
 def test_a_second_run_never_touches_a_live_runs_work_even_aged_seven_hours(tmp_path, prefect_home):
     ws = make_workspace(tmp_path, prefect_home, tracking=False)
-    first = ws.start(LMCORE_TEST_STEP_SLEEP="0.05")
+    first = ws.start(LMCORE_TEST_STEP_SLEEP="0.15")  # training outlasts the second run
     wait_for(lambda: any(checkpoint_steps(w) for w in ws.work_dirs()), first, what="the first checkpoint")
     [work] = ws.work_dirs()
     seven_hours_ago = time.time() - 7 * 3600
@@ -156,7 +155,7 @@ def test_two_cold_runs_at_once_both_succeed_with_one_version_and_mlflow_usable(t
         out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, f"{out}\n{err}"
     versions, aliases, runs = registry(ws)
-    assert [v.version for v in versions] == ["1"] and aliases == {"champion": "1"}
+    assert versions == ["1"] and aliases == {"champion": "1"}
     assert runs and all(r.info.status == "FINISHED" for r in runs)
     assert len([p for p in ws.models.iterdir() if not p.name.startswith(".")]) == 1
     third = ws.run()
