@@ -168,12 +168,3 @@ def _lmcore(ws, *args):
 
     return subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=ws.root, env=ws.env(),
                           capture_output=True, text=True, timeout=120)
-
-
-def test_the_store_is_never_left_locked_or_with_work_after_a_clean_run(tmp_path, prefect_home):
-    ws = make_workspace(tmp_path, prefect_home, tracking=False, training={"max_steps": 20})
-    assert ws.run().returncode == 0
-    leftovers = [p for stage in ws.store.iterdir() for p in stage.iterdir() if p.name.startswith(".")]
-    assert leftovers == []
-    store = Store(ws.store)
-    assert store.entries() and all(store.verify(stage, key) == [] for stage, key in store.entries())

@@ -259,3 +259,15 @@ def test_unreadable_manifest_is_a_store_error_naming_the_file(tmp_path):
     (tmp_path / "eval" / "k" / MANIFEST).write_text("{not json")
     with pytest.raises(StoreError, match="eval/k/manifest.json"):
         Store(tmp_path).get("eval", "k")
+
+
+def test_a_clean_pipeline_run_leaves_no_work_dirs_or_lock_files_and_every_file_verifies(tmp_path):
+    from flows.pipeline import pipeline
+    from tests.flows.pipeline_fixtures import tiny_config, write_corpus
+
+    cfg = tiny_config(write_corpus(tmp_path / "c.jsonl", seed=3), tmp_path / "store", tmp_path / "models")
+    pipeline(cfg)
+    leftovers = [p.name for stage in (tmp_path / "store").iterdir() for p in stage.iterdir() if p.name.startswith(".")]
+    assert leftovers == []
+    store = Store(tmp_path / "store")
+    assert len(store.entries()) >= 7 and all(store.verify(stage, key) == [] for stage, key in store.entries())
