@@ -149,7 +149,7 @@ def _stage_shard(path: str, out: str, shard_max_bytes: int) -> dict:
 
 def _stage_tokenizer(shard_dir: str, out: str, vocab: int) -> dict:
     from lmcore.config import DataConfig, TokenizerConfig
-    from lmcore.tokenizer import run_train_tokenizer
+    from lmcore.data.tokenizer import run_train_tokenizer
 
     imported = rss_mb()
     with Clock() as clk:
@@ -238,7 +238,7 @@ def ratio_to_raw(shards: list[Path], tok_dir: Path, work: Path, repeats: int) ->
 
     from lmcore.data import pretokenize as P
     from lmcore.data.token_shards import TokenShardWriter
-    from lmcore.tokenizer import LmcoreTokenizer, record_text
+    from lmcore.data.tokenizer import LmcoreTokenizer, record_text
 
     passes = []
     for rep in range(repeats):
@@ -299,25 +299,16 @@ def bench_corpus(name: str, path: Path, work: Path, vocab: int, repeats: int, sh
     work.mkdir(parents=True, exist_ok=True)
     size = path.stat().st_size
     result: dict = {"corpus": name, "mb": size / MB}
-    try:
-        import lmcore.data.shard  # noqa: F401
-        import lmcore.data.validate  # noqa: F401
-        have_shard = True
-    except ImportError:  # the validate/shard stages are another module's; measure the rest
-        have_shard = False
     shard_dir = work / "shards"
-    if have_shard:
-        v = in_fresh_process(_stage_validate, str(path), str(work / "validate"))
-        v["mb_per_s"] = size / MB / v["seconds"]
-        result["validate"] = v
-        import shutil
+    v = in_fresh_process(_stage_validate, str(path), str(work / "validate"))
+    v["mb_per_s"] = size / MB / v["seconds"]
+    result["validate"] = v
+    import shutil
 
-        shutil.rmtree(shard_dir, ignore_errors=True)
-        s = in_fresh_process(_stage_shard, str(path), str(shard_dir), int(shard_mb * MB))
-        s["mb_per_s"] = size / MB / s["seconds"]
-        result["shard"] = s
-    else:
-        raise SystemExit("TODO: lmcore.data.validate/shard not importable; write shards another way")
+    shutil.rmtree(shard_dir, ignore_errors=True)
+    s = in_fresh_process(_stage_shard, str(path), str(shard_dir), int(shard_mb * MB))
+    s["mb_per_s"] = size / MB / s["seconds"]
+    result["shard"] = s
     shards = sorted(str(p) for p in shard_dir.glob("train-*.parquet"))
 
     tok_dir = work / "tokenizer"

@@ -24,7 +24,7 @@ import torch.nn.functional as F  # noqa: E402
 from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 
 from lmcore.config import ModelConfig  # noqa: E402
-from lmcore.hf import to_hf_state_dict  # noqa: E402
+from lmcore.hf.convert import to_hf_state_dict  # noqa: E402
 from lmcore.model import Transformer  # noqa: E402
 
 CFG = ModelConfig(vocab_size=8192, hidden_size=256, intermediate_size=688, num_layers=4, num_heads=8,

@@ -22,7 +22,7 @@ import torch
 from lmcore.config import PipelineConfig
 from lmcore.data.loader import Batch
 from lmcore.model import Transformer
-from lmcore.train.engine import Trainer
+from lmcore.train.trainer import Trainer
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "shakespeare-cpu.yaml"
 

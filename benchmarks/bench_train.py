@@ -27,7 +27,7 @@ from lmcore.config import ModelConfig, PipelineConfig
 from lmcore.data.loader import PackedLoader
 from lmcore.data.token_shards import TokenShardWriter
 from lmcore.model import Transformer
-from lmcore.train.engine import Trainer
+from lmcore.train.trainer import Trainer
 
 VOCAB, HIDDEN, FFN, LAYERS, HEADS, KV, SEQ, BATCH = 8192, 256, 688, 4, 8, 2, 256, 8
 

@@ -37,7 +37,7 @@ def split_plays(data: Path, heldout: tuple[str, ...], out: Path) -> tuple[Path, 
 def prepare(cfg: PipelineConfig, work: Path, vocab: int) -> tuple[Path, Path]:
     from lmcore.data.pretokenize import run_pretokenize_shard
     from lmcore.data.shard import run_shard
-    from lmcore.tokenizer import run_train_tokenizer
+    from lmcore.data.tokenizer import run_train_tokenizer
 
     root = work / f"vocab-{vocab}"
     if (root / "done").exists():
@@ -79,7 +79,7 @@ def main() -> None:
 
     from lmcore.evaluate import run_evaluate
     from lmcore.train.callbacks import LoggingCallback
-    from lmcore.train.trainer import run_train
+    from lmcore.train.stage import run_train
 
     actual_vocab = Tokenizer.from_file(str(tok_dir / "tokenizer.json")).get_vocab_size()
     model_cfg = model_cfg.model_copy(update={"vocab_size": actual_vocab})

@@ -14,7 +14,7 @@ network, no installs; it needs torch with CUDA plus pydantic and pyyaml (for
 5. the same in fp16 with a GradScaler (eager, fewer steps);
 6. with flash-attn installed, bf16 + compile again with ``attention_backend=flash``.
 
-The training step is lmcore's real one (``lmcore.train.engine.Trainer.train_step``: forward
+The training step is lmcore's real one (``lmcore.train.trainer.Trainer.train_step``: forward
 under autocast, token-summed cross-entropy, backward, clipping, fused AdamW) when that
 module imports; otherwise a plain loop over lmcore's ``Transformer`` with the same parts.
 
@@ -92,10 +92,10 @@ def make_stepper(model: torch.nn.Module, dtype: str, compile_: bool, device: tor
                                     "training": {"learning_rate": 1e-4, "max_grad_norm": 1.0}})
     try:
         from lmcore.train.context import single_process_context
-        from lmcore.train.engine import Trainer
+        from lmcore.train.trainer import Trainer
 
         trainer = Trainer(model, cfg, single_process_context(device))
-        return (lambda b: trainer.train_step([b], 1e-4).loss), "lmcore.train.engine.Trainer.train_step"
+        return (lambda b: trainer.train_step([b], 1e-4).loss), "lmcore.train.trainer.Trainer.train_step"
     except ImportError as exc:
         log(f"(lmcore trainer not importable: {exc}; using a plain loop)")
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype]
@@ -157,7 +157,7 @@ def train_benchmark(name: str, shape: dict, dtype: str, compile_: bool, batch: i
     sync(device)
     dt = time.perf_counter() - t0
     tps = steps * batch * seq / dt
-    util = mfu(tps, model_cfg, seq, peak)
+    util = mfu(tps, model_flops_per_token(model_cfg, seq), peak)
     peak_mem = torch.cuda.max_memory_allocated() if device.type == "cuda" else None
     est = estimate_training_memory(model_cfg, batch, seq, dtype)
     result = {"name": name, "dtype": dtype, "compile": compile_, "compile_mode": compile_mode,

@@ -43,7 +43,7 @@ class DeferredRun:
         if self._run is None:
             if not self.cfg.tracking.enabled:
                 return None
-            from lmcore.tracking import PipelineTracker
+            from lmcore.tracking.run import PipelineTracker
 
             self._run = self._stack.enter_context(PipelineTracker(self.cfg).run(self.flow_run_id))
             for name, args, kwargs in self._buffer:

@@ -22,6 +22,7 @@ from flows.runtime import configure
 configure()
 
 import time  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any, Callable, Optional  # noqa: E402
 
@@ -35,9 +36,6 @@ from lmcore.store import MANIFEST, Store  # noqa: E402
 from tasks import evaluate, pretokenize, register, shard, tokenizer, train, validate  # noqa: E402
 
 STAGE_LISTENERS: list[Callable[[str, dict[str, Any]], None]] = []
-_FIGURES = {"validate": validate.figure, "shard": shard.figure, "tokenizer": tokenizer.figure,
-            "pretokenize": pretokenize.figure, "train": train.figure, "evaluate": evaluate.figure,
-            "register": register.figure}
 
 
 def _emit(event: str, record: dict[str, Any]) -> None:
@@ -106,6 +104,75 @@ def _pretokenize(shards: dict[str, Any], tok: dict[str, Any], config: dict[str, 
     return results
 
 
+@dataclass
+class RunState:
+    """What the stages of one run share: the config, the store, the input files, finished results."""
+
+    cfg: PipelineConfig
+    store: str
+    files: list[str]
+    eval_files: list[str]
+    config: dict[str, Any] = field(default_factory=dict)  # cfg as the JSON the tasks take
+    results: dict[str, Any] = field(default_factory=dict)
+    _architecture: Optional[tuple[str, Any]] = None
+
+    def architecture(self) -> tuple[str, Any]:
+        """``(preset, ModelConfig)``, resolved once (``auto`` looks at the hardware, so torch loads here)."""
+        if self._architecture is None:
+            from lmcore.hardware.presets import resolve_architecture
+
+            self._architecture = resolve_architecture(self.cfg)
+        return self._architecture
+
+    def lineage(self) -> dict[str, Any]:
+        r = self.results
+        return {"validate": r["validate"]["key"], "shards": r["shard"]["key"], "tokenizer": r["tokenizer"]["key"],
+                "tokens": [t["key"] for t in r["pretokenize"]], "train": r["train"]["key"], "eval": r["evaluate"]["key"]}
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One row of the pipeline: its task module, its inputs, and what it adds to the MLflow run."""
+
+    name: str
+    module: Any                                          # tasks.<stage>: STAGE, key(), figure()
+    task: Any                                            # its Prefect task
+    inputs: Callable[[RunState], dict[str, Any]]         # the task's parameters, from earlier results
+    logs_into_run: bool = False                          # computes inside the MLflow run (needs its id)
+    record: Callable[[Any, RunState, dict[str, Any]], None] = lambda run, state, result: None
+    mapped: bool = False                                 # one task per Parquet shard
+
+
+def _files(state: RunState) -> dict[str, Any]:
+    return {"files": state.files, "eval_files": state.eval_files}
+
+
+PIPELINE: tuple[Stage, ...] = (
+    Stage("validate", validate, validate.validate_task, lambda s: _files(s),
+          record=lambda run, s, r: run.log_validation_report(Path(r["dir"]) / "report.json")),
+    Stage("shard", shard, shard.shard_task, lambda s: {**_files(s), "validate": s.results["validate"]},
+          record=lambda run, s, r: run.log_dataset({"key": r["key"], "dir": r["dir"]})),
+    Stage("tokenizer", tokenizer, tokenizer.tokenizer_task,
+          lambda s: {"shards": s.results["shard"], "vocab_size": s.architecture()[1].vocab_size},
+          record=lambda run, s, r: run.log_tokenizer(r["dir"])),
+    Stage("pretokenize", pretokenize, pretokenize.pretokenize_task,
+          lambda s: {"shards": s.results["shard"], "tokenizer": s.results["tokenizer"]}, mapped=True),
+    Stage("train", train, train.train_task,
+          lambda s: {"tokens": s.results["pretokenize"], "tokenizer": s.results["tokenizer"],
+                     "model_config": s.architecture()[1].model_dump(mode="json")},
+          logs_into_run=True, record=lambda run, s, r: run.set_tags({"lmcore.train.preset": s.architecture()[0]})),
+    Stage("evaluate", evaluate, evaluate.evaluate_task,
+          lambda s: {"train": s.results["train"], "tokens": s.results["pretokenize"], "tokenizer": s.results["tokenizer"]},
+          record=lambda run, s, r: run.log_eval(r["summary"])),
+    Stage("register", register, register.register_task,
+          lambda s: {"train": s.results["train"], "evaluate": s.results["evaluate"], "tokenizer": s.results["tokenizer"],
+                     "lineage": s.lineage(), "models_dir": str(Path(s.cfg.paths.models).resolve())},
+          logs_into_run=True),
+)
+assert tuple(stage.name for stage in PIPELINE) == STAGES
+_FIGURES = {stage.name: stage.module.figure for stage in PIPELINE}
+
+
 def run_stages(cfg: PipelineConfig, until: str = "register", refresh: Optional[str] = None,
                verify: bool = False) -> dict[str, Any]:
     """Run the stages from ``validate`` down to ``until`` inside the current flow; returns per-stage records.
@@ -115,76 +182,46 @@ def run_stages(cfg: PipelineConfig, until: str = "register", refresh: Optional[s
     if until not in STAGES or (refresh and refresh not in STAGES):
         bad = until if until not in STAGES else refresh
         raise ConfigError(f"unknown stage '{bad}'; stages are {', '.join(STAGES)}")
-    stop = STAGES.index(until)
-    fresh = {s for s in STAGES if refresh and STAGES.index(s) >= STAGES.index(refresh)}
+    fresh = set(STAGES[STAGES.index(refresh):]) if refresh else set()
     files, eval_files = input_paths(cfg)
-    store = str(Path(cfg.paths.store).resolve())
-    config = cfg.model_dump(mode="json")
+    state = RunState(cfg, str(Path(cfg.paths.store).resolve()), files, eval_files, cfg.model_dump(mode="json"))
     records: dict[str, Any] = {}
 
     from prefect.runtime import flow_run
 
     from flows.deferred_run import DeferredRun
 
-    def opened_if_ran(stage: str) -> None:
-        if records[stage]["status"] == "ran":
-            run.open()
-
-    def run_id_if_computing(stage: str, task_module: Any, **params: Any) -> Optional[str]:
-        """Open the MLflow run before a stage that will compute (it logs into the run itself)."""
-        needs_work = getattr(task_module, "needs_work", None)  # register: also when MLflow still owes a version
-        if stage in fresh or (needs_work(params, store) if needs_work else
-                              not Store(store).exists(task_module.STAGE, task_module.key(params))):
-            return run.open()
-        return run.run_id
-
     with DeferredRun(cfg, str(flow_run.id or "") or None) as run:
         run.log_config()
-        v = _call("validate", validate.validate_task, "validate" in fresh, records, verify=verify,
-                  files=files, eval_files=eval_files, config=config, store=store)
-        opened_if_ran("validate")
-        run.log_stage("validate", v["key"], v["summary"])
-        run.log_validation_report(Path(v["dir"]) / "report.json")
-        if stop >= 1:
-            s = _call("shard", shard.shard_task, "shard" in fresh, records, verify=verify,
-                      files=files, eval_files=eval_files, validate=v, config=config, store=store)
-            opened_if_ran("shard")
-            run.log_stage("shard", s["key"], s["summary"])
-            run.log_dataset({"key": s["key"], "dir": s["dir"]})  # files + sha256 come from its manifest.json
-        if stop >= 2:
-            from lmcore.hardware.presets import resolve_architecture  # torch: only when the tokenizer stage is reached
-
-            preset, model_cfg = resolve_architecture(cfg)
-            t = _call("tokenizer", tokenizer.tokenizer_task, "tokenizer" in fresh, records, verify=verify,
-                      shards=s, vocab_size=model_cfg.vocab_size, config=config, store=store)
-            opened_if_ran("tokenizer")
-            run.log_stage("tokenizer", t["key"], t["summary"])
-            run.log_tokenizer(t["dir"])
-        if stop >= 3:
-            toks = _pretokenize(s, t, config, store, "pretokenize" in fresh, records, verify)
-            opened_if_ran("pretokenize")
-            run.log_stage("pretokenize", records["pretokenize"]["key"][:200], records["pretokenize"]["summary"])
-        if stop >= 4:
-            params = dict(tokens=toks, tokenizer=t, model_config=model_cfg.model_dump(mode="json"), config=config)
-            m = _call("train", train.train_task, "train" in fresh, records, verify=verify, **params, store=store,
-                      run_id=run_id_if_computing("train", train, **params))
-            run.log_stage("train", m["key"], {**m["summary"], "preset": preset})
-        if stop >= 5:
-            e = _call("evaluate", evaluate.evaluate_task, "evaluate" in fresh, records, verify=verify,
-                      train=m, tokens=toks, tokenizer=t, config=config, store=store)
-            opened_if_ran("evaluate")
-            run.log_stage("evaluate", e["key"], e["summary"])
-            run.log_eval(e["summary"].get("metrics", e["summary"]))
-        if stop >= 6:
-            lineage = {"validate": v["key"], "shards": s["key"], "tokenizer": t["key"],
-                       "tokens": [x["key"] for x in toks], "train": m["key"], "eval": e["key"]}
-            params = dict(lineage=lineage, models_dir=str(Path(cfg.paths.models).resolve()), config=config)
-            r = _call("register", register.register_task, "register" in fresh, records, verify=verify, train=m, evaluate=e,
-                      tokenizer=t, **params, store=store, run_id=run_id_if_computing("register", register, **params))
-            run.log_stage("register", r["key"], r["summary"])
+        for stage in PIPELINE[: STAGES.index(until) + 1]:
+            params = {**stage.inputs(state), "config": state.config}
+            if stage.mapped:
+                result = _pretokenize(params["shards"], params["tokenizer"], params["config"], state.store,
+                                      stage.name in fresh, records, verify)
+            else:
+                if stage.logs_into_run:  # open the MLflow run first when the stage will compute: it logs into it
+                    params["run_id"] = run.open() if _will_compute(stage, params, state.store, fresh) else run.run_id
+                result = _call(stage.name, stage.task, stage.name in fresh, records, verify=verify, **params,
+                               store=state.store)
+            state.results[stage.name] = result
+            record = records[stage.name]
+            if record["status"] == "ran":
+                run.open()
+            run.log_stage(stage.name, str(record["key"])[:200], record["summary"])
+            stage.record(run, state, result)
         records["_run"] = {"mlflow_run_id": run.run_id, "tracking_uri": cfg.tracking_uri() if cfg.tracking.enabled
-                           else None, "store": store, "flow_run_id": str(flow_run.id or "")}
+                           else None, "store": state.store, "flow_run_id": str(flow_run.id or "")}
     return records
+
+
+def _will_compute(stage: Stage, params: dict[str, Any], store: str, fresh: set[str]) -> bool:
+    """Whether ``stage`` will compute (refreshed, not in the store, or, for register, owed to MLflow)."""
+    if stage.name in fresh:
+        return True
+    needs_work = getattr(stage.module, "needs_work", None)
+    if needs_work is not None:
+        return needs_work(params, store)
+    return not Store(store).exists(stage.module.STAGE, stage.module.key(params))
 
 
 @flow(name="lmcore-pipeline", log_prints=False)

@@ -17,7 +17,8 @@ from typing import Any, Callable  # noqa: E402
 
 from prefect import flow  # noqa: E402
 
-from flows.pipeline import STAGES, run_stages  # noqa: E402
+from flows.pipeline import run_stages  # noqa: E402
+from flows.stage_names import STAGES  # noqa: E402
 from lmcore.config import PipelineConfig  # noqa: E402
 
 

@@ -12,7 +12,7 @@ __all__ = ["ModelManager", "__version__"]
 def __getattr__(name: str):
     # Lazy so that `import lmcore` stays cheap (no torch/mlflow import at start-up).
     if name == "ModelManager":
-        from lmcore.registry import ModelManager
+        from lmcore.models_dir import ModelManager
 
         return ModelManager
     raise AttributeError(name)

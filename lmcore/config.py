@@ -18,20 +18,28 @@ overrides, and :meth:`ModelSection.resolve` turns it into a ``ModelConfig``.
 from __future__ import annotations
 
 import copy
-import difflib
 import os
 import posixpath
 import re
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+from pydantic.fields import FieldInfo
 
+from lmcore.config_keys import apply_override, translate
 from lmcore.errors import ConfigError
 
+# One Literal per set of choices; code that lists the choices reads them from here (typing.get_args).
 PresetName = Literal["tiny", "small", "medium", "research"]
-PRESET_CHOICES = ("auto", "tiny", "small", "medium", "research", "custom")
+PresetChoice = Literal["auto", "tiny", "small", "medium", "research", "custom"]
+PRESET_CHOICES = get_args(PresetChoice)
+MlpType = Literal["swiglu", "geglu"]
+AttentionBackend = Literal["auto", "flash", "sdpa", "math"]
+SchedulerType = Literal["cosine_with_warmup", "cosine_with_restarts", "linear", "constant_with_warmup"]
+Dtype = Literal["bf16", "fp16", "fp32"]
+DtypeChoice = Literal["auto", "bf16", "fp16", "fp32"]
 
 
 class StrictModel(BaseModel):
@@ -53,13 +61,13 @@ class ModelConfig(StrictModel):
     num_kv_heads: Optional[int] = Field(None, ge=1, description="key/value heads (GQA); None = num_heads")
     intermediate_size: Optional[int] = Field(None, ge=1, description="MLP width; None = ~8/3 hidden, multiple of 64")
     seq_length: int = Field(256, ge=2, description="training context length (max positions)")
-    mlp_type: Literal["swiglu", "geglu"] = "swiglu"
+    mlp_type: MlpType = "swiglu"
     rope_theta: float = Field(10_000.0, gt=0)
     norm_eps: float = Field(1e-5, gt=0, lt=1)
     tie_embeddings: bool = True
     init_std: float = Field(0.02, gt=0, description="std of weight init; residual projections get /sqrt(2*layers)")
     dropout: float = Field(0.0, ge=0, lt=1)
-    attention_backend: Literal["auto", "flash", "sdpa", "math"] = "auto"
+    attention_backend: AttentionBackend = "auto"
     document_masking: bool = Field(True, description="packed documents do not attend to each other")
     gradient_checkpointing: bool = False
 
@@ -113,30 +121,23 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-class ModelOverrides(StrictModel):
-    """``model.custom``: any ``ModelConfig`` field; applied on top of the chosen preset."""
-
-    vocab_size: Optional[int] = Field(None, ge=8, le=1_048_576)
-    hidden_size: Optional[int] = Field(None, ge=8)
-    num_layers: Optional[int] = Field(None, ge=1, le=512)
-    num_heads: Optional[int] = Field(None, ge=1)
-    num_kv_heads: Optional[int] = Field(None, ge=1)
-    intermediate_size: Optional[int] = Field(None, ge=1)
-    seq_length: Optional[int] = Field(None, ge=2)
-    mlp_type: Optional[Literal["swiglu", "geglu"]] = None
-    rope_theta: Optional[float] = Field(None, gt=0)
-    norm_eps: Optional[float] = Field(None, gt=0, lt=1)
-    tie_embeddings: Optional[bool] = None
-    init_std: Optional[float] = Field(None, gt=0)
-    dropout: Optional[float] = Field(None, ge=0, lt=1)
+# ``model.custom``: the shape fields of ModelConfig, each optional, with ModelConfig's own bounds.
+OVERRIDABLE = ("vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size",
+               "seq_length", "mlp_type", "rope_theta", "norm_eps", "tie_embeddings", "init_std", "dropout")
+ModelOverrides = create_model(
+    "ModelOverrides", __base__=StrictModel,
+    __doc__="``model.custom``: any shape field of ``ModelConfig``; applied on top of the chosen preset.",
+    **{name: (Optional[ModelConfig.model_fields[name].annotation],
+              FieldInfo.merge_field_infos(ModelConfig.model_fields[name], default=None))
+       for name in OVERRIDABLE})
 
 
 class ModelSection(StrictModel):
     """``model``: which preset, custom shape overrides, and runtime switches."""
 
-    config_preset: Literal["auto", "tiny", "small", "medium", "research", "custom"] = "auto"
-    custom: ModelOverrides = Field(default_factory=ModelOverrides)
-    attention_backend: Literal["auto", "flash", "sdpa", "math"] = "auto"
+    config_preset: PresetChoice = "auto"
+    custom: ModelOverrides = Field(default_factory=ModelOverrides)  # type: ignore[valid-type]
+    attention_backend: AttentionBackend = "auto"
     document_masking: bool = True
     gradient_checkpointing: bool = False
 
@@ -153,7 +154,7 @@ class ModelSection(StrictModel):
         try:
             return ModelConfig(**base)
         except ValidationError as exc:
-            raise _translate(exc, prefix="model.custom") from None
+            raise translate(exc, PipelineConfig, prefix="model.custom") from None
 
 
 # --------------------------------------------------------------------------- other sections
@@ -211,8 +212,7 @@ class TrainingConfig(StrictModel):
         "adamw", description="muon: Muon on hidden matrices, AdamW on embeddings/head/norms (torch>=2.9)")
     muon_momentum: float = Field(0.95, ge=0.0, lt=1.0, description="Muon's Nesterov momentum")
     muon_lr_scale: float = Field(1.0, gt=0, description="Muon half's lr = learning_rate * this")
-    scheduler_type: Literal["cosine_with_warmup", "cosine_with_restarts", "linear", "constant_with_warmup"] = (
-        "cosine_with_warmup")
+    scheduler_type: SchedulerType = "cosine_with_warmup"
     warmup_ratio: float = Field(0.02, ge=0.0, lt=1.0)
     warmup_steps: Optional[int] = Field(None, ge=0)
     num_cycles: int = Field(1, ge=1, description="cycles for cosine_with_restarts")
@@ -240,7 +240,7 @@ class TrainingConfig(StrictModel):
 class PrecisionConfig(StrictModel):
     """``precision``: dtype and compilation."""
 
-    dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    dtype: DtypeChoice = "auto"
     use_mixed_precision: bool = Field(True, description="False forces fp32 whatever dtype says")
     use_compile: bool = False
     compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
@@ -326,12 +326,17 @@ class PipelineConfig(StrictModel):
             raise ConfigError("top level must be a mapping of sections", source=source)
         raw = copy.deepcopy(raw or {})  # overrides must not edit the caller's dict
         _apply_env(raw)  # environment beats the file; an explicit --set beats both
-        for item in overrides or []:
-            apply_override(raw, item)
+        overridden = {apply_override(cls, raw, item): item for item in overrides or []}
+
+        def where(key: str) -> Optional[str]:
+            set_by = next((item for path, item in overridden.items() if key == path or key.startswith(path + ".")),
+                          None)
+            return f"--set {set_by}" if set_by else source
+
         try:
             cfg = cls(**raw)
         except ValidationError as exc:
-            raise _translate(exc, source=source) from None
+            raise translate(exc, cls, where) from None
         if base_dir is not None:
             cfg = cfg._relative_to(Path(base_dir))
         return cfg
@@ -408,103 +413,3 @@ def _apply_env(raw: dict[str, Any]) -> None:
             raw.setdefault(section, {})
             if isinstance(raw[section], dict):
                 raw[section][key] = os.environ[env]
-
-
-def _valid_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
-    keys = []
-    for name, field in model.model_fields.items():
-        path = f"{prefix}{name}"
-        keys.append(path)
-        ann = field.annotation
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
-            keys.extend(_valid_keys(ann, path + "."))
-    return keys
-
-
-def suggest_key(bad_path: str) -> Optional[str]:
-    """Closest valid dotted key to ``bad_path`` (same section first, then anywhere)."""
-    keys = _valid_keys(PipelineConfig)
-    parent = bad_path.rsplit(".", 1)[0] if "." in bad_path else ""
-    siblings = [k for k in keys if k.rsplit(".", 1)[0] == parent] if parent else [k for k in keys if "." not in k]
-    leaf = bad_path.rsplit(".", 1)[-1]
-    close = difflib.get_close_matches(leaf, [k.rsplit(".", 1)[-1] for k in siblings], n=1, cutoff=0.5)
-    if close:
-        return f"{parent}.{close[0]}" if parent else close[0]
-    close = difflib.get_close_matches(bad_path, keys, n=1, cutoff=0.6)
-    if close:
-        return close[0]
-    anywhere = [k for k in keys if k.rsplit(".", 1)[-1] == leaf]
-    return anywhere[0] if anywhere else None
-
-
-def _translate(exc: ValidationError, source: str | None = None, prefix: str = "") -> ConfigError:
-    """First pydantic error -> ConfigError naming the dotted key, with a suggestion or the allowed range."""
-    messages = []
-    first_key = None
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"])
-        path = f"{prefix}.{loc}" if prefix and loc else (prefix or loc)
-        first_key = first_key or path
-        if err["type"] == "extra_forbidden":
-            hint = suggest_key(path)
-            msg = f"unknown key '{path}'" + (f"; did you mean '{hint}'?" if hint else "")
-        else:
-            got = err.get("input")
-            text = err["msg"].removeprefix("Value error, ")
-            msg = f"{path}: {text}" + ("" if isinstance(got, dict) else f" (got {got!r})") if path else text
-            allowed = allowed_range(path)
-            if allowed and err["type"] in _RANGE_ERRORS:
-                msg += f"; allowed range: {allowed}"
-        messages.append(msg)
-    error = ConfigError("; ".join(messages), key=None, source=source) if messages else ConfigError(str(exc))
-    error.key = first_key  # set after construction: the message already names the key
-    return error
-
-
-_RANGE_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}
-
-
-def allowed_range(path: str) -> Optional[str]:
-    """The numeric bounds of the field at dotted ``path`` (e.g. ``'> 0 and <= 1.0'``), or None."""
-    model: Any = PipelineConfig
-    field = None
-    for part in path.split("."):
-        fields = getattr(model, "model_fields", None)
-        if not fields or part not in fields:
-            return None
-        field = fields[part]
-        model = field.annotation
-    if field is None:
-        return None
-    bounds = []
-    for meta in field.metadata:
-        for attr, sign in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")):
-            value = getattr(meta, attr, None)
-            if value is not None:
-                bounds.append(f"{sign} {value}")
-    return " and ".join(bounds) or None
-
-
-def apply_override(raw: dict[str, Any], item: str) -> None:
-    """Apply one ``key.path=value`` override; the value is parsed as YAML (``1e-3``, ``true``, ``[a, b]``)."""
-    if "=" not in item:
-        raise ConfigError(f"override '{item}' must look like key.path=value")
-    path, _, text = item.partition("=")
-    path = path.strip()
-    parts = path.split(".")
-    valid = set(_valid_keys(PipelineConfig))
-    if path not in valid:
-        hint = suggest_key(path)
-        error = ConfigError(f"unknown key '{path}'" + (f"; did you mean '{hint}'?" if hint else ""), key=None)
-        error.key = path
-        raise error
-    try:
-        value = yaml.safe_load(text) if text.strip() else None
-    except yaml.YAMLError:
-        value = text
-    node = raw
-    for part in parts[:-1]:
-        if not isinstance(node.get(part), dict):
-            node[part] = {}
-        node = node[part]
-    node[parts[-1]] = value

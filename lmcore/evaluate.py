@@ -35,9 +35,9 @@ import torch
 from lmcore.errors import LmcoreError
 from lmcore.train.checkpoint import load_model
 from lmcore.train.context import default_device
-from lmcore.train.engine import loss_totals
+from lmcore.train.trainer import loss_totals
 from lmcore.train.precision import resolve_precision
-from lmcore.train.throughput import flops_per_token, mfu, peak_flops
+from lmcore.hardware.flops import device_peak_flops, mfu, model_flops_per_token
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def bits_per_byte(eval_loss: float, num_tokens: int, utf8_bytes: int) -> float:
 def sample_generations(model, tokenizer_dir: Path, prompts: list[str], max_new_tokens: int,
                        seed: int = 0) -> list[dict]:
     """``[{prompt, completion}]`` sampled from ``model`` with the run's tokenizer."""
-    from lmcore.tokenizer import LmcoreTokenizer
+    from lmcore.data.tokenizer import LmcoreTokenizer
 
     tok = LmcoreTokenizer.load(tokenizer_dir)
     device = next(model.parameters()).device
@@ -93,19 +93,19 @@ def run_evaluate(checkpoint_dir: Path, token_dirs: list[Path], tokenizer_dir: Op
         seconds = time.perf_counter() - start
         loss = nats / targets if targets else float("nan")
         tps = tokens / seconds if seconds > 0 else 0.0
-        fwd_flops = flops_per_token(model_cfg, model_cfg.seq_length) / 3
+        fwd_flops = model_flops_per_token(model_cfg, model_cfg.seq_length) / 3
         metrics.update({
             "eval_loss": loss, "perplexity": math.exp(min(loss, 50.0)),
             "bits_per_byte": bits_per_byte(loss, loader.num_tokens, loader.utf8_bytes),
             "eval_nats": nats, "eval_target_tokens": targets, "eval_split_tokens": loader.num_tokens,
             "eval_utf8_bytes": loader.utf8_bytes, "eval_seconds": seconds, "eval_tokens_per_sec": tps,
-            "eval_mfu": mfu(tps, fwd_flops, peak_flops(device, precision.name)),
+            "eval_mfu": mfu(tps, fwd_flops, device_peak_flops(device, precision.name)),
         })
     train_summary = meta.get("summary") or {}
     for key in ("tokens_per_sec", "mfu", "elapsed_s", "tokens"):
         if key in train_summary:
             metrics[f"train_{key}"] = train_summary[key]
-    metrics["model_flops_per_token"] = flops_per_token(model_cfg, model_cfg.seq_length)
+    metrics["model_flops_per_token"] = model_flops_per_token(model_cfg, model_cfg.seq_length)
     if tokenizer_dir is not None and cfg.training.sample_prompts:
         metrics["samples"] = sample_generations(model, Path(tokenizer_dir), list(cfg.training.sample_prompts),
                                                 cfg.training.sample_max_new_tokens, seed=cfg.training.seed)

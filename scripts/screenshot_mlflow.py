@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
     from mlflow import MlflowClient
 
     from lmcore.config import PipelineConfig
-    from lmcore.tracking_registry import list_registry_versions
+    from lmcore.tracking.registry import list_registry_versions
 
     cfg = PipelineConfig.from_yaml(ROOT / "examples" / "demo.yaml")
     versions = list_registry_versions(cfg)

@@ -42,7 +42,7 @@ def stage_version(module: str) -> str:
     """The ``STAGE_VERSION`` constant of an lmcore stage module (bump it when output changes).
 
     Read from the module's source, not by importing it: a cache key must be cheap, and
-    importing ``lmcore.train.trainer`` (torch) only to learn "1" costs seconds on a cached rerun.
+    importing ``lmcore.train.stage`` (torch) only to learn "1" costs seconds on a cached rerun.
     """
     spec = importlib.util.find_spec(module)
     if spec is not None and spec.origin and spec.origin.endswith(".py"):

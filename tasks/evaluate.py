@@ -35,8 +35,7 @@ def key(p: dict[str, Any]) -> str:
 
 
 def figure(summary: dict[str, Any]) -> str:
-    metrics = summary.get("metrics", summary)
-    loss, ppl = metrics.get("eval_loss", metrics.get("loss")), metrics.get("perplexity", metrics.get("eval_perplexity"))
+    loss, ppl = summary.get("eval_loss"), summary.get("perplexity")
     parts = [f"eval loss {loss:.3f}" if isinstance(loss, (int, float)) else "",
              f"ppl {ppl:,.1f}" if isinstance(ppl, (int, float)) else ""]
     return ", ".join(p for p in parts if p)

@@ -1,28 +1,26 @@
 """Prefect task: register the trained model (``models/<id>/`` + an MLflow model version).
 
 Key: every upstream key (the lineage) + the ``tracking`` section + the models
-folder + ``lmcore.registry.STAGE_VERSION``; so a rerun with nothing changed
+folder + ``lmcore.register.STAGE_VERSION``; so a rerun with nothing changed
 registers nothing new. The store directory holds ``model.json`` (model id, MLflow version).
 
-Registration completes, whatever was killed where: the model folder and the MLflow
-version are found by the train key before new ones are made (one of each per trained
-model), and a registration MLflow could not take (server down, refused) is *pending*:
-the stored entry says so, it is never taken from Prefect's cache, and the next run
-with tracking reachable registers the same folder.
+A registration MLflow could not take (server down, refused) is *pending*
+(``lmcore.register``): the stored entry says so, it is never taken from Prefect's
+cache, and the next run with tracking reachable registers the same folder.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from prefect import get_run_logger, task
+from prefect import task
 
+from lmcore.register import pending, run_register
 from lmcore.store import Store, stage_key
 from tasks._common import TASK_OPTIONS, build, cache_key_fn, stage_version
 
 STAGE = "register"
-MODULE = "lmcore.registry"
+MODULE = "lmcore.register"
 FINAL = "final"
 
 
@@ -44,21 +42,19 @@ def figure(summary: dict[str, Any]) -> str:
     return f"{summary.get('model_id', '?')}{version}"
 
 
-def pending(summary: dict[str, Any], config: dict[str, Any]) -> bool:
-    """Tracking is on and MLflow holds no version for this model yet."""
-    return bool(config["tracking"]["enabled"]) and not (summary.get("mlflow") or {}).get("version")
+def _pending(out: Any, config: dict[str, Any]) -> bool:
+    return out is not None and pending(out.summary, config["tracking"]["enabled"])
 
 
 def needs_work(p: dict[str, Any], store: str) -> bool:
     """No stored registration, or one whose MLflow part is still pending."""
     out = Store(store).get(STAGE, key(p))
-    return out is None or pending(out.summary, p["config"])
+    return out is None or _pending(out, p["config"])
 
 
 def _cache_key(context: Any, parameters: dict[str, Any]) -> str | None:
     """The store key, except while a stored registration is pending (then no cache: retry it)."""
-    out = Store(parameters["store"]).get(STAGE, key(parameters))
-    if out is not None and pending(out.summary, parameters["config"]):
+    if _pending(Store(parameters["store"]).get(STAGE, key(parameters)), parameters["config"]):
         return None
     return cache_key_fn(key, STAGE)(context, parameters)
 
@@ -70,7 +66,6 @@ def register_task(train: dict[str, Any], evaluate: dict[str, Any], tokenizer: di
     from pathlib import Path
 
     from lmcore.config import PipelineConfig
-    from lmcore.registry import ModelManager
 
     params = {"lineage": lineage, "models_dir": models_dir, "config": config}
     cfg = PipelineConfig(**config)
@@ -78,26 +73,12 @@ def register_task(train: dict[str, Any], evaluate: dict[str, Any], tokenizer: di
                if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
     def compute(out: Path) -> dict[str, Any]:
-        from lmcore.tracking import PipelineTracker
+        from lmcore.tracking.run import PipelineTracker
 
-        manager = ModelManager(models_dir)
-        model_id = manager.find_by_lineage("train", lineage["train"])  # registered before: the same folder
-        if model_id is None:
-            metadata = {"name": cfg.tracking.registered_model_name, "lineage": lineage, "eval_metrics": metrics,
-                        "train_summary": train["summary"], "config": config, "mlflow_run_id": run_id}
-            model_id = manager.import_checkpoint(Path(train["dir"]) / FINAL, Path(tokenizer["dir"]), metadata)
         with PipelineTracker(cfg).resume(run_id) as run:
-            registered = run.register(Path(models_dir) / model_id, lineage, metrics) if run_id else None
-        summary = {"model_id": model_id, "model_dir": str(Path(models_dir) / model_id), "mlflow": registered}
-        summary["pending"] = pending(summary, config)
-        if summary["pending"]:
-            get_run_logger().warning("register: %s is saved, but MLflow did not take it (%s); the next run with "
-                                     "tracking reachable registers it", model_id,
-                                     (registered or {}).get("error") or "tracking unreachable")
-        (out / "model.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
-        return summary
+            return run_register(Path(train["dir"]) / FINAL, Path(tokenizer["dir"]), lineage, metrics,
+                                train["summary"], cfg, models_dir, out, run)
 
-    existing = Store(store).get(STAGE, key(params))
-    retry = existing is not None and pending(existing.summary, config)
+    retry = _pending(Store(store).get(STAGE, key(params)), config)  # MLflow still owes this model a version
     return build(STAGE, store, key(params), compute, inputs=lineage, config=key_config(params),
                  code_version=stage_version(MODULE), refresh=refresh or retry, verify=verify, figure=figure)

@@ -1,7 +1,7 @@
 """Prefect task: train the byte-level BPE tokenizer on the text shards.
 
 Key: the shards key + the ``tokenizer`` section + the vocabulary size + the
-data settings that pick the training sample + ``lmcore.tokenizer.STAGE_VERSION``.
+data settings that pick the training sample + ``lmcore.data.tokenizer.STAGE_VERSION``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from lmcore.store import stage_key
 from tasks._common import TASK_OPTIONS, build, lazy, cache_key_fn, stage_version
 
 STAGE = "tokenizer"
-MODULE = "lmcore.tokenizer"
+MODULE = "lmcore.data.tokenizer"
 
 
 def key_config(p: dict[str, Any]) -> dict[str, Any]:
@@ -38,7 +38,7 @@ def tokenizer_task(shards: dict[str, Any], vocab_size: int, config: dict[str, An
     from pathlib import Path
 
     from lmcore.config import DataConfig, TokenizerConfig
-    run_train_tokenizer = lazy("lmcore.tokenizer", "run_train_tokenizer")
+    run_train_tokenizer = lazy("lmcore.data.tokenizer", "run_train_tokenizer")
 
     params = {"shards": shards, "vocab_size": vocab_size, "config": config}
     tok_cfg, data_cfg = TokenizerConfig(**config["tokenizer"]), DataConfig(**config["data"])

@@ -3,7 +3,7 @@
 Key: the token shard keys + the tokenizer key + the resolved architecture
 (``ModelConfig``, after ``auto`` was resolved) + the ``training`` and
 ``precision`` sections (less the keys that cannot change the weights:
-``NOT_IN_KEY``) + ``lmcore.train.trainer.STAGE_VERSION``. The MLflow run id is
+``NOT_IN_KEY``) + ``lmcore.train.stage.STAGE_VERSION``. The MLflow run id is
 not part of the key: it only says where to log. Editing a sample prompt or the
 log interval therefore reruns evaluate, not hours of training.
 """
@@ -18,7 +18,7 @@ from lmcore.store import stage_key
 from tasks._common import TASK_OPTIONS, build, lazy, cache_key_fn, stage_version
 
 STAGE = "train"
-MODULE = "lmcore.train.trainer"
+MODULE = "lmcore.train.stage"
 
 
 def inputs(p: dict[str, Any]) -> dict[str, Any]:
@@ -41,10 +41,10 @@ def key(p: dict[str, Any]) -> str:
 
 def figure(summary: dict[str, Any]) -> str:
     parts = []
-    if isinstance(summary.get("step", summary.get("steps")), int):
-        parts.append(f"{summary.get('step', summary.get('steps')):,} steps")
-    if isinstance(summary.get("final_loss", summary.get("loss")), (int, float)):
-        parts.append(f"loss {summary.get('final_loss', summary.get('loss')):.3f}")
+    if isinstance(summary.get("steps"), int):
+        parts.append(f"{summary['steps']:,} steps")
+    if isinstance(summary.get("final_loss"), (int, float)):
+        parts.append(f"loss {summary['final_loss']:.3f}")
     if isinstance(summary.get("tokens_per_sec"), (int, float)):
         parts.append(f"{summary['tokens_per_sec']:,.0f} tok/s")
     if summary.get("resumed_from"):
@@ -59,14 +59,14 @@ def train_task(tokens: list[dict[str, Any]], tokenizer: dict[str, Any], model_co
     from pathlib import Path
 
     from lmcore.config import ModelConfig, PipelineConfig
-    run_train = lazy("lmcore.train.trainer", "run_train")
+    run_train = lazy("lmcore.train.stage", "run_train")
     from tasks.hooks import TRAIN_CALLBACKS
 
     params = {"tokens": tokens, "tokenizer": tokenizer, "model_config": model_config, "config": config}
     cfg, model_cfg = PipelineConfig(**config), ModelConfig(**model_config)
 
     def compute(out: Path) -> dict[str, Any]:
-        from lmcore.tracking import PipelineTracker
+        from lmcore.tracking.run import PipelineTracker
 
         with PipelineTracker(cfg).resume(run_id) as run:
             callbacks = [*([run.train_callback()] if run_id else []), *TRAIN_CALLBACKS]

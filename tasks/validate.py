@@ -33,10 +33,9 @@ def key(p: dict[str, Any]) -> str:
 
 
 def figure(summary: dict[str, Any]) -> str:
-    totals = summary.get("totals", summary)
-    valid = totals.get("valid")
-    bad = totals.get("rejected", totals.get("invalid", 0))
-    return f"{valid:,} valid / {bad:,} quarantined" if isinstance(valid, int) else ""
+    totals = summary.get("totals", {})
+    valid, rejected = totals.get("valid"), totals.get("rejected")
+    return f"{valid:,} valid / {rejected:,} quarantined" if isinstance(valid, int) else ""
 
 
 @task(name="validate", cache_key_fn=cache_key_fn(key, STAGE), **TASK_OPTIONS)

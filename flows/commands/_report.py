@@ -23,10 +23,7 @@ class TrainProgress:
         self.reporter = reporter
 
     def on_train_start(self, info: Any = None) -> None:
-        total = None
-        if isinstance(info, dict):
-            total = info.get("total_steps") or info.get("max_steps") or info.get("steps")
-        self.reporter.set_total(total)
+        self.reporter.set_total((info or {}).get("total_steps"))
 
     def on_log(self, step: int, metrics: dict) -> None:
         loss = metrics.get("loss")

@@ -29,7 +29,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Chat with a registered model; type /exit to quit, /reset to start over."""
         from flows.commands._textgen import chat_reply, sampling_args
-        from lmcore.registry import ModelManager
+        from lmcore.models_dir import ModelManager
 
         model, tok, meta = ModelManager(models_dir or default_models_dir()).load_for_inference(model_id)
         sampling = sampling_args(max_new_tokens, temperature, top_k, top_p, seed)

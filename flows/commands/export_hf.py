@@ -17,8 +17,8 @@ def register(app: typer.Typer) -> None:
         models_dir: Path = typer.Option(None, "--models-dir", help=MODELS_HELP),
     ) -> None:
         """Write a folder that AutoModelForCausalLM and AutoTokenizer.from_pretrained load."""
-        from lmcore.hf_export import export_for_hf
-        from lmcore.registry import ModelManager
+        from lmcore.hf.export import export_for_hf
+        from lmcore.models_dir import ModelManager
 
         manager = ModelManager(models_dir or default_models_dir())
         full_id = manager.resolve_id(model_id)

@@ -25,7 +25,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Continue PROMPT with a registered model and print the result."""
         from flows.commands._textgen import complete, sampling_args
-        from lmcore.registry import ModelManager
+        from lmcore.models_dir import ModelManager
 
         model, tok, _ = ModelManager(models_dir or default_models_dir()).load_for_inference(model_id)
         text = complete(model, tok, prompt, **sampling_args(max_new_tokens, temperature, top_k, top_p, seed))

@@ -23,7 +23,8 @@ def registry_versions(config: Path | None) -> list[dict]:
     """
     from lmcore.config import PipelineConfig
 
-    from lmcore.tracking import list_registry_versions, sqlite_file
+    from lmcore.tracking.client import sqlite_file
+    from lmcore.tracking.registry import list_registry_versions
 
     cfg = PipelineConfig.from_yaml(config) if config else PipelineConfig()
     db = sqlite_file(cfg.tracking_uri())
@@ -47,7 +48,7 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
         from rich.table import Table
 
-        from lmcore.registry import ModelManager
+        from lmcore.models_dir import ModelManager
 
         rows = ModelManager(models_dir or default_models_dir()).list_models()
         versions = registry_versions(config)
@@ -58,7 +59,7 @@ def register(app: typer.Typer) -> None:
         console = Console()
         table = Table("id", "parameters", "size MB", "eval loss", "aliases", "created", title="local models")
         for m in rows:
-            loss = (m.get("eval_metrics") or {}).get("eval_loss", (m.get("eval_metrics") or {}).get("loss"))
+            loss = (m.get("eval_metrics") or {}).get("eval_loss")
             table.add_row(m["id"], f"{m.get('parameters', 0):,}", f"{m.get('size_mb', 0):.2f}",
                           f"{loss:.3f}" if isinstance(loss, (int, float)) else "-",
                           ", ".join(aliases_by_model.get(m["id"], [])) or "-", str(m.get("created", "")))
@@ -78,7 +79,7 @@ def register(app: typer.Typer) -> None:
         models_dir: Path = typer.Option(None, "--models-dir", help=MODELS_HELP),
     ) -> None:
         """Print a model's metadata.json (parameters, lineage keys, eval metrics, config)."""
-        from lmcore.registry import ModelManager
+        from lmcore.models_dir import ModelManager
 
         manager = ModelManager(models_dir or default_models_dir())
         typer.echo(json.dumps(manager.metadata(manager.resolve_id(model_id)), indent=2, default=str))
@@ -93,7 +94,7 @@ def register(app: typer.Typer) -> None:
         import sys
 
         from lmcore.errors import UsageError
-        from lmcore.registry import ModelManager
+        from lmcore.models_dir import ModelManager
 
         manager = ModelManager(models_dir or default_models_dir())
         full_id = manager.resolve_id(model_id)  # only ids inside the models folder; anything else exits 2

@@ -64,7 +64,7 @@ def print_sample(records: dict, cfg, console) -> None:
     model_id = register["summary"].get("model_id")
     try:
         from flows.commands._textgen import complete, sampling_args
-        from lmcore.registry import ModelManager
+        from lmcore.models_dir import ModelManager
 
         model, tok, _ = ModelManager(cfg.paths.models).load_for_inference(model_id)
         prompt = (cfg.training.sample_prompts or ["The"])[0]

@@ -42,7 +42,7 @@ def register(app: typer.Typer) -> None:
            dry_run: bool = typer.Option(False, "--dry-run", help="Only list what would be freed."),
            ) -> None:
         """Free partial work no live process holds: abandoned training runs, half-written outputs and models."""
-        from lmcore.registry import ModelManager
+        from lmcore.models_dir import ModelManager
         from lmcore.store import Abandoned, Store
 
         store_root, models_root = _paths(config, store, models_dir)
@@ -75,7 +75,7 @@ def register(app: typer.Typer) -> None:
                ) -> None:
         """Check the sha256 of every file of every stored output and registered model; exit 1 if any changed."""
         from lmcore.errors import CheckpointError, StoreError
-        from lmcore.registry import ModelManager
+        from lmcore.models_dir import ModelManager
         from lmcore.store import Store
 
         store_root, models_root = _paths(config, store, models_dir)

@@ -11,7 +11,7 @@ batch are gathered with one ``np.fromiter`` over the chained id lists, and
 
 Chat documents: the conversation is rendered once with the chat template and
 encoded *whole*, with offsets; a token is trained when its first character lies
-in a trained segment of :func:`lmcore.chat.chat_segments` (assistant content and
+in a trained segment of :func:`lmcore.data.chat_template.chat_segments` (assistant content and
 its ``<|end|>``).  Encoding the whole string, rather than each segment, keeps the
 ids identical to ``tokenizer.encode(apply_chat_template(messages))`` even where
 BPE merges across a segment boundary (``"\\n"`` + content starting with spaces
@@ -32,12 +32,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from lmcore import chat
+from lmcore.data import chat_template as chat
 from lmcore.config import PipelineConfig
 from lmcore.data.schema import reading_shard
 from lmcore.data.token_shards import TokenShardWriter
 from lmcore.errors import DataFormatError
-from lmcore.tokenizer import LmcoreTokenizer
+from lmcore.data.tokenizer import LmcoreTokenizer
 
 STAGE_VERSION = "1"
 BATCH_ROWS = 1024

@@ -8,7 +8,7 @@ into model FLOPs utilisation. Imports only torch, pydantic and yaml (through
 """
 
 from lmcore.hardware.detect import HardwareInfo, detect
-from lmcore.hardware.flops import measure_cpu_matmul_peak, mfu, model_flops_per_token, peak_flops
+from lmcore.hardware.flops import device_peak_flops, measure_cpu_matmul_peak, mfu, model_flops_per_token, peak_flops
 from lmcore.hardware.memory import GiB, MemoryEstimate, estimate_training_memory
 from lmcore.hardware.presets import (
     SAFETY_MARGIN,
@@ -23,7 +23,7 @@ from lmcore.hardware.presets import (
 )
 
 __all__ = [
-    "GiB", "HardwareInfo", "MemoryEstimate", "PresetChoice", "PresetPlan", "SAFETY_MARGIN", "choose",
+    "GiB", "HardwareInfo", "device_peak_flops", "MemoryEstimate", "PresetChoice", "PresetPlan", "SAFETY_MARGIN", "choose",
     "choose_preset", "detect", "estimate_training_memory", "measure_cpu_matmul_peak", "mfu",
     "model_flops_per_token", "peak_flops", "plan_presets", "resolve_architecture", "resolve_model_config", "training_dtype",
 ]

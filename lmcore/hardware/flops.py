@@ -17,6 +17,7 @@ which is what PyTorch's bf16/fp16 matmuls use. On a CPU there is no datasheet:
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Optional
 
@@ -108,9 +109,26 @@ def model_flops_per_token(model_cfg: ModelConfig, seq_length: int | None = None)
     return 6.0 * n + 12.0 * model_cfg.num_layers * model_cfg.hidden_size * s
 
 
-def mfu(tokens_per_sec: float, model_cfg: ModelConfig, seq_length: int | None, peak: Optional[float]) -> Optional[float]:
-    """Model FLOPs utilisation in [0, 1] (None when the peak is unknown). ``peak`` is for all
-    devices producing ``tokens_per_sec`` together (multiply a per-GPU peak by the world size)."""
+def mfu(tokens_per_sec: float, flops_per_token: float, peak: Optional[float]) -> Optional[float]:
+    """Model FLOPs utilisation in [0, 1] (None when the peak is unknown). ``flops_per_token`` is
+    :func:`model_flops_per_token` for training (a third of it for a forward pass); ``peak`` is for
+    all devices producing ``tokens_per_sec`` together (multiply a per-GPU peak by the world size)."""
     if not peak:
         return None
-    return tokens_per_sec * model_flops_per_token(model_cfg, seq_length) / peak
+    return tokens_per_sec * flops_per_token / peak
+
+
+@functools.lru_cache(maxsize=8)
+def _cpu_peak(dtype: str) -> float:
+    return measure_cpu_matmul_peak(dtype, seconds=0.2, size=512)
+
+
+def device_peak_flops(device: torch.device | str, dtype: str) -> Optional[float]:
+    """Peak FLOP/s of one training ``device`` in ``dtype``: the datasheet for a GPU, a short matmul
+    measurement (once per process) on a CPU, None when unknown."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return peak_flops(torch.cuda.get_device_name(device), dtype)
+    if device.type == "cpu":
+        return _cpu_peak(dtype)
+    return None

@@ -39,11 +39,8 @@ The model (bytes, N = parameters, e = bytes per activation element):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from lmcore.config import Dtype, ModelConfig
 
-from lmcore.config import ModelConfig
-
-Dtype = Literal["bf16", "fp16", "fp32"]
 
 _BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
 GiB = 1024 ** 3

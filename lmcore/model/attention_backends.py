@@ -1,6 +1,6 @@
 """Attention kernels and the choice between them.
 
-Three interchangeable ways to compute ``softmax(q k^T / sqrt(D) + mask) v``:
+Four interchangeable ways to compute ``softmax(q k^T / sqrt(D) + mask) v``:
 
 * ``flash``: the ``flash_attn`` package (CUDA, fp16/bf16 only). Packed
   documents use ``flash_attn_varlen_func`` with cumulative sequence lengths, so
@@ -30,12 +30,14 @@ import functools
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, get_args
 
 import torch
 import torch.nn.functional as F
 
-BACKENDS = ("auto", "flash", "sdpa", "math")
+from lmcore.config import AttentionBackend
+
+BACKENDS = get_args(AttentionBackend)
 
 
 @dataclass

@@ -1,11 +1,10 @@
 """Where this process sits in a (possibly distributed) run: rank, world size, device.
 
 The trainer never asks torch.distributed directly; it asks a ``DistContext``.
-A single process gets :func:`single_process_context`; ``lmcore.train.distributed``
-(owned by the scale-out code) provides ``init_distributed(cfg) -> DistContext`` and
-``wrap_model(model, cfg, ctx) -> nn.Module`` for DDP/FSDP under torchrun.  The
-trainer imports those lazily and falls back to the single-process versions, so the
-loop is the same code on one CPU and on many GPUs.
+A single process gets :func:`single_process_context`; :mod:`lmcore.train.distributed`
+builds the multi-process one under torchrun (``init_context``) and wraps the model for
+DDP/FSDP (``wrap_for_training``), so the loop is the same code on one CPU and on many GPUs.
+This module imports nothing of lmcore: both sides depend on it, not on each other.
 
 Rules the trainer follows with a context: only ``ctx.is_main`` writes checkpoints and
 calls callbacks; token counts used for loss normalisation are summed over ranks with
@@ -64,21 +63,3 @@ def default_device() -> torch.device:
 
 def single_process_context(device: torch.device | str | None = None) -> DistContext:
     return DistContext(device=torch.device(device) if device is not None else default_device())
-
-
-def init_context(cfg) -> DistContext:
-    """The scale-out module's ``init_distributed(cfg)`` when it exists, else one process."""
-    try:
-        from lmcore.train.distributed import init_distributed  # noqa: PLC0415 (optional seam)
-    except ImportError:
-        return single_process_context()
-    return init_distributed(cfg)
-
-
-def wrap_for_training(model: torch.nn.Module, cfg, ctx: DistContext) -> torch.nn.Module:
-    """The scale-out module's ``wrap_model(model, cfg, ctx)`` (DDP/FSDP) when it exists; else the model."""
-    if ctx.world_size == 1:
-        return model
-    from lmcore.train.distributed import wrap_model  # noqa: PLC0415
-
-    return wrap_model(model, cfg, ctx)

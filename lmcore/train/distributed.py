@@ -13,7 +13,7 @@ Strategies (``training.strategy``):
 * ``ddp``: each rank holds the whole model; DDP broadcasts rank 0's weights at
   wrap time and averages gradients during backward.
 * ``fsdp``: FSDP2 (``torch.distributed.fsdp.fully_shard``) on every transformer
-  block, then on the root, so parameters, gradients and AdamW states are
+  block, then on the root, so parameters, gradients and optimizer states are
   sharded and one block at a time is gathered. Rank 0's weights are broadcast
   first so every rank starts from the same model (FSDP does not do this).
 
@@ -33,6 +33,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 from collections import deque
@@ -88,14 +89,10 @@ class DistributedContext(DistContext):
             if not dist.is_initialized():
                 kwargs = {"device_id": device} if kind == "cuda" else {}
                 dist.init_process_group(ctx.backend, timeout=timedelta(seconds=timeout_s), **kwargs)
-                atexit.register(_destroy_process_group)
+                atexit.register(destroy_process_group)
             ctx.all_reduce_fn = _all_reduce_sum
             ctx.barrier_fn = dist.barrier
         return ctx
-
-    @property
-    def is_distributed(self) -> bool:
-        return self.world_size > 1
 
     def no_sync(self, model: nn.Module, skip_sync: bool):
         """Skip gradient sync on micro-batches that are not the last of an update (DDP and FSDP2)."""
@@ -113,7 +110,7 @@ class DistributedContext(DistContext):
 
     def close(self) -> None:
         """Destroy the process group (idempotent)."""
-        _destroy_process_group()
+        destroy_process_group()
 
     def __enter__(self) -> "DistributedContext":
         return self
@@ -122,12 +119,17 @@ class DistributedContext(DistContext):
         self.close()
 
 
-def init_distributed(cfg=None) -> DistContext:
-    """The trainer's seam (``lmcore.train.context.init_context``): a :class:`DistributedContext`
-    under torchrun, the single-process context otherwise."""
+def init_context(cfg=None) -> DistContext:
+    """This process's context: a :class:`DistributedContext` under torchrun with more than one
+    process, the single-process context otherwise."""
     if inside_torchrun() and int(os.environ["WORLD_SIZE"]) > 1:
         return DistributedContext.from_env()
     return single_process_context()
+
+
+def wrap_for_training(model: nn.Module, cfg, ctx: DistContext) -> nn.Module:
+    """The model as the trainer calls it: DDP/FSDP across processes (:func:`wrap_model`), else itself."""
+    return model if ctx.world_size == 1 else wrap_model(model, cfg, ctx)
 
 
 # --------------------------------------------------------------------------- wrapping
@@ -263,25 +265,7 @@ class GatheredState:
         return self._state
 
 
-def local_tensor(value: torch.Tensor) -> torch.Tensor:
-    """A plain tensor from a DTensor result (e.g. ``clip_grad_norm_`` under FSDP); others unchanged."""
-    full = getattr(value, "full_tensor", None)
-    return full() if callable(full) else value
-
-
 # --------------------------------------------------------------------------- global loss normalisation
-
-
-def all_reduce_sum(value: torch.Tensor | float | int, ctx: DistContext) -> torch.Tensor:
-    """Sum of ``value`` over ranks as a tensor on ``ctx.device`` (the value itself on one process)."""
-    tensor = value if isinstance(value, torch.Tensor) else torch.tensor(value, device=ctx.device)
-    return ctx.all_reduce_sum(tensor)
-
-
-def global_target_tokens(local_target_tokens: int, ctx: DistContext) -> int:
-    """Target (loss-bearing) tokens of this update over all ranks."""
-    return int(all_reduce_sum(torch.tensor(int(local_target_tokens), dtype=torch.int64, device=ctx.device),
-                              ctx).item())
 
 
 def gradient_scale(global_tokens: int, ctx: DistContext) -> float:
@@ -296,7 +280,7 @@ def _all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _destroy_process_group() -> None:
+def destroy_process_group() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
@@ -331,13 +315,17 @@ def torchrun_command(nproc_per_node: int, module_or_script: str, args: Sequence[
 
 def launch_torchrun(nproc_per_node: int, module_or_script: str, args: Iterable[str] = (),
                     on_line: Optional[Callable[[str], None]] = None, env: Optional[dict] = None,
-                    cwd: Optional[str] = None, tail_lines: int = 60) -> None:
+                    cwd: Optional[str] = None, tail_lines: int = 60,
+                    on_start: Optional[Callable[[subprocess.Popen], None]] = None) -> None:
     """Run ``module_or_script`` in ``nproc_per_node`` torchrun processes and wait.
 
     Output (stdout and stderr of every rank, merged) is streamed line by line to
     ``on_line`` (default: this process's stdout). A non-zero exit raises
     :class:`DistributedError` with the last ``tail_lines`` lines, which hold the
-    failing rank's traceback.
+    failing rank's traceback. torchrun runs in its own session (a terminal's Ctrl-C
+    reaches only this process, which decides how to stop it); if this process is
+    interrupted, the whole torchrun process group is killed. ``on_start(proc)`` is told
+    the torchrun process.
     """
     if nproc_per_node < 1:
         raise ValueError("nproc_per_node must be >= 1")
@@ -352,7 +340,9 @@ def launch_torchrun(nproc_per_node: int, module_or_script: str, args: Iterable[s
     emit = on_line or (lambda line: print(line, flush=True))
     tail: deque[str] = deque(maxlen=tail_lines)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-                            env=child_env, cwd=cwd)
+                            env=child_env, cwd=cwd, start_new_session=True)
+    if on_start is not None:
+        on_start(proc)
     try:
         assert proc.stdout is not None
         for raw in proc.stdout:
@@ -361,7 +351,10 @@ def launch_torchrun(nproc_per_node: int, module_or_script: str, args: Iterable[s
             emit(line)
         code = proc.wait()
     except BaseException:
-        proc.kill()
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # torchrun and every rank it started
+        except ProcessLookupError:
+            pass
         proc.wait()
         raise
     if code != 0:

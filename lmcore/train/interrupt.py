@@ -24,7 +24,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 STOP_FILE = ".stop-requested"
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -56,32 +56,39 @@ def signal_name(signum: int) -> str:
         return f"signal {signum}"
 
 
-def _handler(signum: int, _frame) -> None:
-    if _requested is not None:
-        sys.stderr.write(f"\nlmcore: second {signal_name(signum)}: exiting now; the last checkpoint is kept\n")
+def _handler(on_request: Optional[Callable[[int], None]], on_hard_exit: Optional[Callable[[], None]]):
+    def handle(signum: int, _frame) -> None:
+        if _requested is not None:
+            sys.stderr.write(f"\nlmcore: second {signal_name(signum)}: exiting now; the last checkpoint is kept\n")
+            sys.stderr.flush()
+            if on_hard_exit is not None:
+                on_hard_exit()
+            os._exit(128 + signum)
+        request_stop(signum)
+        sys.stderr.write(f"\nlmcore: {signal_name(signum)} received: finishing this step and writing a checkpoint "
+                         f"(send it again to exit at once)\n")
         sys.stderr.flush()
-        os._exit(128 + signum)
-    request_stop(signum)
-    sys.stderr.write(f"\nlmcore: {signal_name(signum)} received: finishing this step and writing a checkpoint "
-                     f"(send it again to exit at once)\n")
-    sys.stderr.flush()
+        if on_request is not None:
+            on_request(signum)
+
+    return handle
 
 
 @contextlib.contextmanager
-def stop_on_signals(stop_file: Optional[Path] = None) -> Iterator[None]:
+def stop_on_signals(on_request: Optional[Callable[[int], None]] = None,
+                    on_hard_exit: Optional[Callable[[], None]] = None) -> Iterator[None]:
     """Graceful-stop handlers for SIGINT and SIGTERM while the block runs (main thread only;
     elsewhere the block runs unchanged and relies on :func:`request_stop`). The previous handlers
-    come back afterwards. ``stop_file`` is removed on entry: a request left by an earlier session
-    must not stop this one."""
+    come back afterwards. ``on_request(signum)`` also runs on the first signal (a relaying parent
+    writes the stop file), ``on_hard_exit()`` before the second one ends the process."""
     clear()
-    if stop_file is not None:
-        Path(stop_file).unlink(missing_ok=True)
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     previous = {s: signal.getsignal(s) for s in SIGNALS}
+    handler = _handler(on_request, on_hard_exit)
     for s in SIGNALS:
-        signal.signal(s, _handler)
+        signal.signal(s, handler)
     try:
         yield
     finally:

@@ -3,25 +3,34 @@
 Why a relay: the train stage's callbacks (MLflow, progress bars) live in the
 parent process, which may be a Prefect task; the children are fresh torchrun
 processes. The parent writes the run's inputs to a JSON spec, starts
-``python -m torch.distributed.run ... -m lmcore.train.launch SPEC``, and rank 0
+``python -m torch.distributed.run ... -m lmcore.train.worker SPEC``, and rank 0
 prints each callback event as one line ``@@lmcore-event {json}``; the parent
 turns those lines back into calls on its callbacks while the run goes on and
 returns the summary from ``on_train_end``. Everything else the children print
 is passed through (to this module's logger).
+
+Stopping: torchrun runs in its own session, so a terminal's Ctrl-C reaches this
+process only. The first SIGINT/SIGTERM here writes the run's stop file
+(``lmcore.train.interrupt.STOP_FILE``); rank 0 sees it, every rank stops after the
+same update with a checkpoint, and this process raises ``TrainingInterrupted``. A
+second signal kills the whole torchrun process group at once.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import sys
+import os
+import signal
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-from lmcore.errors import ConfigError, LmcoreError
+from lmcore.errors import ConfigError, LmcoreError, TrainingInterrupted
+from lmcore.train import interrupt
 from lmcore.train.callbacks import EVENTS, CallbackList
-from lmcore.train.distributed import launch_torchrun
+from lmcore.train.checkpoint import latest_good_checkpoint
+from lmcore.train.distributed import DistributedError, launch_torchrun
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +39,7 @@ EVENT_PREFIX = "@@lmcore-event "
 
 def run_train_multiprocess(cfg, model_cfg, token_dirs, tokenizer_dir, out_dir, callbacks: Iterable = (),
                            resume_from=None, nproc_per_node: Optional[int] = None) -> dict:
-    """Run ``lmcore.train.trainer.run_train`` in ``training.nproc_per_node`` torchrun processes;
+    """Run ``lmcore.train.stage.run_train`` in ``training.nproc_per_node`` torchrun processes;
     relay rank 0's callback events to ``callbacks``; return its summary."""
     nproc = int(nproc_per_node or cfg.training.nproc_per_node)
     _check_devices(nproc)
@@ -54,10 +63,34 @@ def run_train_multiprocess(cfg, model_cfg, token_dirs, tokenizer_dir, out_dir, c
             "cfg": cfg.model_dump(mode="json"), "model_cfg": model_cfg.model_dump(mode="json"),
             "token_dirs": [str(d) for d in token_dirs], "tokenizer_dir": str(tokenizer_dir) if tokenizer_dir else None,
             "out_dir": str(out_dir), "resume_from": str(resume_from) if resume_from else None}))
-        launch_torchrun(nproc, "lmcore.train.launch", [str(spec)], on_line=on_line)
+        stop_file = Path(out_dir) / interrupt.STOP_FILE
+        stop_file.unlink(missing_ok=True)
+        group: dict[str, int] = {}
+        with interrupt.stop_on_signals(on_request=lambda signum: stop_file.write_text(str(signum)),
+                                       on_hard_exit=lambda: _kill_group(group.get("pid"))):
+            try:
+                launch_torchrun(nproc, "lmcore.train.worker", [str(spec)], on_line=on_line,
+                                on_start=lambda proc: group.update(pid=proc.pid))
+            except DistributedError:
+                signum = interrupt.stop_requested()
+                if signum is None:
+                    raise
+                kept = latest_good_checkpoint(Path(out_dir))
+                raise TrainingInterrupted(
+                    f"training in {nproc} processes stopped by {interrupt.signal_name(signum)}; checkpoint kept: "
+                    f"{kept or 'none yet'}. Run the same command again to resume from it.", signum=signum,
+                    step=-1, checkpoint=kept) from None
     if not result:
         raise LmcoreError(f"distributed training in {nproc} processes ended without a summary")
     return result
+
+
+def _kill_group(pid: Optional[int]) -> None:
+    if pid:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 def _check_devices(nproc: int) -> None:
@@ -82,25 +115,3 @@ class EventPrinter:
 def _decode(text: str) -> tuple[str, list]:
     payload = json.loads(text)
     return payload["event"], payload["args"]
-
-
-def main(argv: list[str]) -> int:
-    """Child entry: ``python -m lmcore.train.launch SPEC.json`` (under torchrun)."""
-    from lmcore.config import ModelConfig, PipelineConfig
-    from lmcore.train.distributed import _destroy_process_group
-    from lmcore.train.trainer import run_train
-
-    spec = json.loads(Path(argv[0]).read_text())
-    cfg = PipelineConfig.model_validate(spec["cfg"])
-    model_cfg = ModelConfig.model_validate(spec["model_cfg"])
-    try:
-        run_train(cfg, model_cfg, [Path(d) for d in spec["token_dirs"]],
-                  Path(spec["tokenizer_dir"]) if spec["tokenizer_dir"] else None, Path(spec["out_dir"]),
-                  [EventPrinter()], resume_from=Path(spec["resume_from"]) if spec["resume_from"] else None)
-    finally:
-        _destroy_process_group()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -1,4 +1,4 @@
-"""Numeric precision and compilation: which dtype a run computes in, and how.
+"""Numeric precision: which dtype a run computes in, and how.
 
 ``precision.dtype`` resolution:
 
@@ -11,16 +11,13 @@
 Weights and optimizer state stay fp32 in every mode (autocast casts per op), so a
 checkpoint never depends on the precision it was trained in.
 
-:func:`maybe_compile` wraps ``torch.compile``: compilation is lazy in torch (it happens
-on the first forward), so :class:`CompiledWithFallback` catches a failure there and
-continues uncompiled with one warning instead of ending the run.
+Compilation is :mod:`lmcore.train.compile`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import warnings
 from dataclasses import dataclass
 
 import torch
@@ -79,42 +76,3 @@ def resolve_precision(precision_cfg, device: torch.device | str) -> Precision:
         log.warning("this GPU has no bf16 support; using fp16 with a GradScaler")
         want = "fp16"
     return Precision(want, kind)
-
-
-class CompiledWithFallback(torch.nn.Module):
-    """Calls the compiled module; if compiling fails on a call, warns once and uses the eager module."""
-
-    def __init__(self, module: torch.nn.Module, compiled):
-        super().__init__()
-        self.module = module           # registered: parameters and state_dict stay the eager module's
-        # Not registered as a submodule: it wraps ``module``, whose parameters must appear once.
-        object.__setattr__(self, "_compiled", compiled)
-        self.compile_failed = False
-
-    def forward(self, *args, **kwargs):
-        if self._compiled is not None:
-            try:
-                return self._compiled(*args, **kwargs)
-            except Exception as exc:  # torch._dynamo / inductor errors have no common public base
-                self._disable(exc)
-        return self.module(*args, **kwargs)
-
-    def _disable(self, exc: BaseException) -> None:
-        message = f"torch.compile failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}); continuing uncompiled"
-        log.warning(message)
-        warnings.warn(message, RuntimeWarning, stacklevel=3)
-        object.__setattr__(self, "_compiled", None)
-        self.compile_failed = True
-
-
-def maybe_compile(model: torch.nn.Module, precision_cfg) -> torch.nn.Module:
-    """``torch.compile(model)`` when ``precision.use_compile``, with an eager fallback; else ``model``."""
-    if not precision_cfg.use_compile:
-        return model
-    try:
-        compiled = torch.compile(model, mode=precision_cfg.compile_mode)
-    except Exception as exc:  # e.g. unsupported Python / platform
-        wrapper = CompiledWithFallback(model, None)
-        wrapper._disable(exc)
-        return wrapper
-    return CompiledWithFallback(model, compiled)

@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, get_args
 
-SCHEDULES = ("cosine_with_warmup", "cosine_with_restarts", "linear", "constant_with_warmup")
+from lmcore.config import SchedulerType
+
+SCHEDULES = get_args(SchedulerType)
 
 
 @dataclass(frozen=True)

@@ -1,384 +1,198 @@
-"""The train stage: ``run_train`` builds model, loaders and optimizer, resumes, and runs :func:`fit`.
+"""One optimizer update, the token-weighted loss, and the state an exact resume needs.
 
-:func:`fit` is the loop: it gathers ``gradient_accumulation_steps`` micro-batches per
-update, sets the learning rate from the schedule (following elapsed time when
-``training.max_time`` is set), stops at the first limit reached (``max_steps``,
-``max_tokens``, ``max_time``, ``max_epochs``), evaluates every ``eval_every`` updates,
-checkpoints every ``checkpoint_every`` updates (keeping the last
-``keep_last_checkpoints`` plus the best by eval loss), and ends with a complete
-checkpoint in ``out_dir/final/``.
+:class:`Trainer` holds the model, the optimizer (AdamW, or Muon + AdamW), precision and grad
+scaler, and does one update from a group of micro-batches (:meth:`Trainer.train_step`).  The loss is normalised
+by the number of target tokens in the *whole* accumulation group, summed over ranks:
+each micro-batch contributes ``sum(CE over targets != -100) / total_targets``, so the
+gradient equals that of one big batch whatever ``gradient_accumulation_steps`` is and
+however the loss mask is distributed among the micro-batches.
 
-Resume: ``run_train`` continues from the newest checkpoint that verifies in ``out_dir``
-(or ``resume_from``).  Weights, AdamW moments, scaler, RNG states, loader position and
-counters are restored, so on CPU a killed-and-resumed run ends bitwise equal to an
-uninterrupted one.  Only the main rank writes checkpoints and calls callbacks.
+Non-finite handling: a non-finite loss skips the update; non-finite gradients are
+skipped by the GradScaler in fp16 and by the trainer otherwise.  The caller counts
+consecutive skips (``lmcore.train.loop``) and stops the run when there are too many.
 """
 
 from __future__ import annotations
 
-import logging
 import math
-import os
-import signal
-import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional
 
-from lmcore.errors import LmcoreError, TrainingDivergedError, TrainingInterrupted
+import torch
+import torch.nn.functional as F
+
+from lmcore.data.loader import attention_doc_ids
 from lmcore.train import checkpoint as ckpt
-from lmcore.train import interrupt
-from lmcore.train.callbacks import CallbackList
-from lmcore.train.context import init_context
-from lmcore.train.engine import Trainer
-from lmcore.train.schedules import ScheduleSpec, lr_multiplier, run_progress
-from lmcore.train.state import seed_everything
-from lmcore.train.throughput import flops_per_token, mfu, peak_flops
+from lmcore.train.context import DistContext, single_process_context
+from lmcore.train.distributed import (GatheredState, full_optimizer_state_dict, full_state_dict, gradient_scale,
+                                      is_sharded, load_full_state, wrap_for_training)
+from lmcore.train.optim import build_optimizer, set_learning_rate
+from lmcore.train.compile import maybe_compile
+from lmcore.train.precision import Precision, resolve_precision
+from lmcore.train.state import TrainProgress, capture_rng_state, from_safe, restore_rng_state, to_safe
 
-log = logging.getLogger(__name__)
-
-STAGE_VERSION = "1"
-FINAL = "final"  # the complete checkpoint evaluate and register use, relative to the run directory
+IGNORE_INDEX = -100
 
 
-def estimate_total_steps(training_cfg, batches_per_epoch: int, tokens_per_step: int) -> Optional[int]:
-    """Updates the run will make if no time budget stops it first (None if unbounded)."""
-    accum = training_cfg.gradient_accumulation_steps
-    limits = [training_cfg.max_epochs * batches_per_epoch // accum] if batches_per_epoch else []
-    if training_cfg.max_steps:
-        limits.append(training_cfg.max_steps)
-    if training_cfg.max_tokens:
-        limits.append(math.ceil(training_cfg.max_tokens / tokens_per_step))
-    return max(1, min(limits)) if limits else None
+@dataclass
+class StepResult:
+    loss: float            # mean nats per target token over the group (all ranks)
+    grad_norm: float       # before clipping
+    target_tokens: int     # targets in the group (all ranks)
+    updated: bool          # an optimizer step was taken
+    nonfinite: bool        # loss or gradients were not finite (counts toward divergence)
+    stop: bool = False     # some rank was asked to stop (agreed through this update's all-reduce)
 
 
-class _Batches:
-    """Endless iteration over epochs of a loader, stopping after ``max_epochs``; counts data wait.
-
-    The epoch counter is the trainer's (``progress.epoch``); the loader is told with
-    ``set_epoch`` at each rollover, so a loader restored at the very end of an epoch
-    rolls over (or stops) exactly as the uninterrupted run did.
-    """
-
-    def __init__(self, loader, trainer: Trainer, max_epochs: int, loader_state: dict | None):
-        self.loader, self.trainer, self.max_epochs = loader, trainer, max_epochs
-        self.wait_s = 0.0
-        self.done = False
-        if loader_state is not None:
-            loader.load_state_dict(loader_state)
-        else:
-            loader.set_epoch(trainer.progress.epoch)
-        self.it = iter(loader)
-        if loader_state is not None and loader_state.get("position", 0) >= len(loader):
-            self._rollover()
-
-    def _rollover(self) -> None:
-        progress = self.trainer.progress
-        if progress.epoch + 1 >= self.max_epochs or len(self.loader) == 0:
-            self.done = True
-            return
-        progress.epoch += 1
-        self.loader.set_epoch(progress.epoch)
-        self.it = iter(self.loader)
-
-    def next(self):
-        start = time.perf_counter()
-        try:
-            while not self.done:
-                try:
-                    return next(self.it)
-                except StopIteration:
-                    self._rollover()
-            return None
-        finally:
-            self.wait_s += time.perf_counter() - start
+def token_loss_sum(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Sum of cross-entropy (nats) over positions whose target is not -100, in float32."""
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1),
+                           ignore_index=IGNORE_INDEX, reduction="sum")
 
 
-def fit(trainer: Trainer, model_cfg, train_loader, eval_loader, out_dir: Path, callbacks: Iterable = (),
-        loader_state: dict | None = None, resumed_from: Optional[Path] = None) -> dict:
-    """Train until a limit is reached; write checkpoints and ``out_dir/final``; return the summary.
-
-    A stop request (SIGINT/SIGTERM, or the stop file a relaying parent writes) ends the run after
-    the current update with a checkpoint and :class:`TrainingInterrupted` (see ``interrupt``).
-    """
-    with interrupt.stop_on_signals():
-        return _fit(trainer, model_cfg, train_loader, eval_loader, Path(out_dir), callbacks, loader_state,
-                    resumed_from)
-
-
-def _fit(trainer: Trainer, model_cfg, train_loader, eval_loader, out_dir: Path, callbacks: Iterable,
-         loader_state: dict | None, resumed_from: Optional[Path]) -> dict:
-    cfg, t = trainer.cfg, trainer.cfg.training
-    ckpt_root = out_dir / "checkpoints"
-    stop_file = out_dir / interrupt.STOP_FILE
-    ctx, progress = trainer.ctx, trainer.progress
-    emit = CallbackList(callbacks, is_main=ctx.is_main)
-    accum, seq = t.gradient_accumulation_steps, model_cfg.seq_length
-    tokens_per_step = t.batch_size * seq * accum * ctx.world_size
-    total_steps = estimate_total_steps(t, len(train_loader), tokens_per_step)
-    spec = ScheduleSpec.from_training(t)
-    flops_tok = flops_per_token(model_cfg, seq)
-    peak = peak_flops(trainer.device, trainer.precision.name)
-    batches = _Batches(train_loader, trainer, t.max_epochs, loader_state)
-    start_step = progress.step
-    resumed = _relative(resumed_from, out_dir)
-    emit("on_train_start", {"total_steps": total_steps, "start_step": start_step, "tokens_per_step": tokens_per_step,
-                            "parameters": model_cfg.num_parameters(), "precision": trainer.precision.name,
-                            "device": str(trainer.device), "world_size": ctx.world_size, "resumed_from": resumed})
-
-    session_start = time.perf_counter()
-    elapsed_before = progress.elapsed_s
-    window = {"t": 0.0, "tokens": 0, "losses": [], "wait": batches.wait_s}
-    stopped_by, last_eval_step, last_metrics = "max_epochs", -1, {}
-    stop_signum: Optional[int] = None
-    session_train_s = 0.0  # data + update time this session (no eval, no checkpoints)
-
-    def elapsed() -> float:
-        return elapsed_before + time.perf_counter() - session_start
-
-    while True:
-        if stop_signum is not None:
-            progress.elapsed_s = elapsed()
-            _stop(trainer, model_cfg, out_dir, train_loader, emit, t, stop_signum)
-        if t.max_steps and progress.step >= t.max_steps:
-            stopped_by = "max_steps"
-            break
-        if t.max_tokens and progress.tokens_seen >= t.max_tokens:
-            stopped_by = "max_tokens"
-            break
-        if t.max_time and elapsed() >= t.max_time:
-            stopped_by = "max_time"
-            break
-        step_start = time.perf_counter()
-        group = []
-        for _ in range(accum):
-            batch = batches.next()
-            if batch is None:
+@torch.no_grad()
+def loss_totals(model: torch.nn.Module, batches, precision: Precision, device: torch.device,
+                max_batches: int | None = None) -> tuple[float, int, int]:
+    """``(total nats, target tokens, input tokens)`` of ``model`` over ``batches`` (eval mode, restored after)."""
+    was_training = model.training
+    model.eval()
+    nats = torch.zeros((), dtype=torch.float64, device=device)
+    targets = tokens = 0
+    try:
+        for i, batch in enumerate(batches):
+            if max_batches is not None and i >= max_batches:
                 break
-            group.append(batch)
-        if len(group) < accum:  # epochs exhausted; a partial group would be a smaller-batch update
-            break
-        frac = run_progress(progress.step, total_steps, elapsed(), t.max_time)
-        lr = t.learning_rate * lr_multiplier(spec, frac, progress.step, total_steps)
-        local_stop = interrupt.stop_requested() or (interrupt.stop_file_requested(stop_file) if ctx.is_main else None)
-        result = trainer.train_step(group, lr, stop=local_stop is not None)
-        group_tokens = sum(b.input_ids.numel() for b in group) * ctx.world_size
-        progress.micro_steps += len(group)
-        progress.tokens_seen += group_tokens
-        progress.target_tokens_seen += result.target_tokens
-        dt = time.perf_counter() - step_start
-        progress.train_time_s += dt
-        session_train_s += dt
-        window["t"] += dt
-        window["tokens"] += group_tokens
-        # Every rank stops after the same update: the request rode on this update's all-reduce.
-        if ctx.world_size == 1:
-            stop_signum = interrupt.stop_requested()
-        elif result.stop:
-            stop_signum = local_stop or interrupt.stop_requested() or int(signal.SIGTERM)
-
-        if result.nonfinite or not result.updated:
-            progress.skipped_steps += 1
-            if result.nonfinite:
-                progress.consecutive_nonfinite += 1
-                log.warning("non-finite loss or gradients at step %d (%d in a row); update skipped",
-                            progress.step, progress.consecutive_nonfinite)
-                if progress.consecutive_nonfinite >= t.max_nonfinite_steps:
-                    good = ckpt.latest_good_checkpoint(out_dir)
-                    raise TrainingDivergedError(
-                        f"loss or gradients were non-finite for {progress.consecutive_nonfinite} updates in a row "
-                        f"at step {progress.step}; last good checkpoint: {good or 'none'}. "
-                        "Lower training.learning_rate, keep training.max_grad_norm > 0, or use bf16/fp32.",
-                        key="training.max_nonfinite_steps", step=progress.step, checkpoint=good)
-            continue
-        progress.consecutive_nonfinite = 0
-        progress.step += 1
-        progress.last_loss = result.loss
-        window["losses"].append(result.loss)
-        step = progress.step
-
-        if step % t.log_every == 0 or step == t.max_steps:
-            tps = window["tokens"] / window["t"] if window["t"] > 0 else 0.0
-            wait = batches.wait_s - window["wait"]
-            last_metrics = {"loss": sum(window["losses"]) / len(window["losses"]), "lr": lr,
-                            "grad_norm": result.grad_norm, "tokens_per_sec": tps,
-                            "mfu": mfu(tps / ctx.world_size, flops_tok, peak), "tokens_seen": progress.tokens_seen,
-                            "epoch": progress.epoch, "step": step,
-                            "data_wait_fraction": wait / window["t"] if window["t"] > 0 else 0.0}
-            emit("on_log", step, last_metrics)
-            window = {"t": 0.0, "tokens": 0, "losses": [], "wait": batches.wait_s}
-
-        step_meta = {}
-        if eval_loader is not None and step % t.eval_every == 0:
-            step_meta = _run_eval(trainer, eval_loader, t.eval_batches, emit)
-            last_eval_step = step
-        if step % t.checkpoint_every == 0:
-            progress.elapsed_s = elapsed()
-            _save_step_checkpoint(trainer, model_cfg, out_dir, train_loader, step_meta, emit, t)
-
-    # ------------------------------------------------------------------ end of run
-    final_eval = {}
-    if eval_loader is not None and last_eval_step != progress.step and progress.step > 0:
-        final_eval = _run_eval(trainer, eval_loader, t.eval_batches, emit)
-        final_eval.pop("is_best", None)
-    final_loss = final_eval.get("eval_loss")
-    if final_loss is not None and (progress.best_checkpoint_loss is None or final_loss <= progress.best_checkpoint_loss):
-        progress.best_checkpoint, progress.best_checkpoint_loss = FINAL, final_loss
-    progress.elapsed_s = elapsed()
-    run_time = progress.train_time_s
-    summary = {
-        "steps": progress.step, "start_step": start_step, "tokens": progress.tokens_seen,
-        "target_tokens": progress.target_tokens_seen, "epochs": progress.epoch + 1, "final_loss": progress.last_loss,
-        "final_eval_loss": final_eval.get("eval_loss", _last_eval_loss(progress)),
-        "best_eval_loss": progress.best_eval_loss, "best_checkpoint": progress.best_checkpoint,
-        # throughput over the whole run, all sessions: a resumed run reports what training cost
-        "tokens_per_sec": progress.tokens_seen / run_time if run_time > 0 else 0.0,
-        "mfu": mfu(progress.tokens_seen / run_time / ctx.world_size, flops_tok, peak) if run_time > 0 else 0.0,
-        "data_wait_fraction": batches.wait_s / session_train_s if session_train_s > 0 else 0.0,
-        "elapsed_s": progress.elapsed_s, "skipped_steps": progress.skipped_steps, "stopped_by": stopped_by,
-        "precision": trainer.precision.name, "checkpoint": FINAL, "resumed_from": resumed,
-        "compile_failed": bool(getattr(trainer.train_model, "compile_failed", False)),
-    }
-    final_dir = out_dir / FINAL
-    if ctx.is_main or trainer.sharded:  # FSDP: saving gathers over every rank; rank 0 writes
-        meta = {"metrics": {"loss": progress.last_loss, **final_eval}, "stopped_by": stopped_by, "summary": summary}
-        trainer.save(final_dir, model_cfg, train_loader.state_dict(), meta)
-    if ctx.is_main:
-        emit("on_checkpoint", progress.step, final_dir)
-    ctx.barrier()
-    emit("on_train_end", summary)
-    return summary
+            ids = batch.input_ids.to(device, non_blocking=True)
+            tgt = batch.targets.to(device, non_blocking=True)
+            with precision.autocast():
+                docs = attention_doc_ids(batch.doc_ids)
+                logits = model(ids, doc_ids=None if docs is None else docs.to(device, non_blocking=True))
+            nats += token_loss_sum(logits, tgt).double()
+            targets += int(batch.num_target_tokens)
+            tokens += ids.numel()
+    finally:
+        model.train(was_training)
+    return float(nats.item()), targets, tokens
 
 
-def _relative(path: Optional[Path], root: Path) -> Optional[str]:
-    """``path`` relative to the run directory (which is renamed when the stage is published)."""
-    if path is None:
-        return None
-    try:
-        return Path(path).resolve().relative_to(root.resolve()).as_posix()
-    except ValueError:
-        return str(path)
+class Trainer:
+    """Model + optimizer + precision for one run; ``train_step`` makes one update."""
 
+    def __init__(self, model: torch.nn.Module, cfg, ctx: DistContext | None = None):
+        self.cfg = cfg
+        self.ctx = ctx or single_process_context(next(model.parameters()).device)
+        self.device = self.ctx.device
+        self.model = model.to(self.device)           # the plain module: state_dict names, checkpoints
+        self.model.train()
+        self.precision = resolve_precision(cfg.precision, self.device)
+        self.train_model = maybe_compile(wrap_for_training(self.model, cfg, self.ctx), cfg.precision)
+        self.optimizer = build_optimizer(self.model, cfg.training, self.device)
+        self.scaler = self.precision.grad_scaler()
+        self.progress = TrainProgress()
 
-def _stop(trainer: Trainer, model_cfg, out_dir: Path, train_loader, emit, t, signum: int) -> None:
-    """Checkpoint the current step (unless it just was) and raise :class:`TrainingInterrupted`."""
-    progress = trainer.progress
-    dest = out_dir / "checkpoints" / ckpt.step_dir_name(progress.step)
-    if progress.step > 0 and not (dest / ckpt.METADATA).is_file():
-        _save_step_checkpoint(trainer, model_cfg, out_dir, train_loader, {}, emit, t)
-    kept = ckpt.latest_good_checkpoint(out_dir) if trainer.ctx.is_main else dest
-    raise TrainingInterrupted(
-        f"training stopped by {interrupt.signal_name(signum)} after step {progress.step}; "
-        f"checkpoint kept: {kept or 'none yet (stopped before the first update)'}. "
-        "Run the same command again to resume from it.", signum=signum, step=progress.step, checkpoint=kept)
+    # ------------------------------------------------------------------ one update
+    def train_step(self, micro_batches: list, lr: float, stop: bool = False) -> StepResult:
+        """Forward/backward every micro-batch, then clip and step (or skip when non-finite).
 
+        ``stop``: this rank was asked to stop; the flag rides on the all-reduce of the target
+        count, so every rank learns of any rank's request at the same update.
+        """
+        set_learning_rate(self.optimizer, lr)
+        local_targets = sum(int(b.num_target_tokens) for b in micro_batches)
+        total_targets, stops = (int(v) for v in self.ctx.all_reduce_sum(
+            torch.tensor([local_targets, int(stop)], dtype=torch.int64, device=self.device)).tolist())
+        if total_targets == 0:
+            self.optimizer.zero_grad(set_to_none=True)
+            return StepResult(float("nan"), 0.0, 0, updated=False, nonfinite=False, stop=stops > 0)
+        scale = gradient_scale(total_targets, self.ctx)  # DDP/FSDP average over ranks: this makes it a sum
+        loss_sum = torch.zeros((), dtype=torch.float32, device=self.device)
+        last = len(micro_batches) - 1
+        for i, batch in enumerate(micro_batches):
+            ids = batch.input_ids.to(self.device, non_blocking=True)
+            tgt = batch.targets.to(self.device, non_blocking=True)
+            docs = attention_doc_ids(batch.doc_ids)
+            docs = None if docs is None else docs.to(self.device, non_blocking=True)
+            with self.ctx.no_sync(self.train_model, skip_sync=i < last):
+                with self.precision.autocast():
+                    logits = self.train_model(ids, doc_ids=docs)
+                nats = token_loss_sum(logits, tgt)
+                self.scaler.scale(nats * scale).backward()
+            loss_sum += nats.detach()
+        loss_sum = self.ctx.all_reduce_sum(loss_sum)
 
-def _last_eval_loss(progress) -> Optional[float]:
-    return progress.history[-1][1] if progress.history else None
+        self.scaler.unscale_(self.optimizer)
+        max_norm = self.cfg.training.max_grad_norm or math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        if hasattr(grad_norm, "full_tensor"):  # FSDP: the norm is a DTensor
+            grad_norm = grad_norm.full_tensor()
+        loss_t, norm_t = torch.stack([loss_sum / total_targets, grad_norm.float()]).tolist()
+        loss_ok, grads_ok = math.isfinite(loss_t), math.isfinite(norm_t)
 
+        updated = False
+        if not loss_ok:
+            pass
+        elif self.scaler.is_enabled():
+            before = self.scaler.get_scale()
+            self.scaler.step(self.optimizer)   # skips internally when grads overflowed
+            self.scaler.update()
+            updated = self.scaler.get_scale() >= before
+        elif grads_ok:
+            self.optimizer.step()
+            updated = True
+        self.optimizer.zero_grad(set_to_none=True)
+        nonfinite = not loss_ok or (not grads_ok and not self.scaler.is_enabled())
+        return StepResult(loss_t, norm_t, total_targets, updated=updated, nonfinite=nonfinite, stop=stops > 0)
 
-def _run_eval(trainer: Trainer, eval_loader, eval_batches: int, emit) -> dict:
-    metrics = trainer.evaluate(eval_loader, eval_batches)
-    progress = trainer.progress
-    progress.history.append([progress.step, metrics["eval_loss"]])
-    if progress.best_eval_loss is None or metrics["eval_loss"] < progress.best_eval_loss:
-        progress.best_eval_loss = metrics["eval_loss"]
-        metrics["is_best"] = True
-    emit("on_eval", progress.step, metrics)
-    return metrics
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self, loader, max_batches: int | None) -> dict:
+        """Token-weighted loss over the first ``max_batches`` of ``loader`` (from its start, every time)."""
+        if hasattr(loader, "set_epoch"):
+            loader.set_epoch(0)
+        nats, targets, tokens = loss_totals(self.model, loader, self.precision, self.device, max_batches)
+        totals = self.ctx.all_reduce_sum(torch.tensor([nats, float(targets)], dtype=torch.float64,
+                                                      device=self.device)).tolist()
+        loss = totals[0] / totals[1] if totals[1] else float("nan")
+        return {"eval_loss": loss, "eval_perplexity": math.exp(min(loss, 50.0)), "eval_tokens": int(totals[1])}
 
+    # ------------------------------------------------------------------ checkpoints
+    def trainer_state(self, loader_state: dict | None) -> dict:
+        return {"progress": self.progress.state_dict(), "rng": capture_rng_state(),
+                "scaler": self.scaler.state_dict(), "loader": to_safe(loader_state)}
 
-def _save_step_checkpoint(trainer: Trainer, model_cfg, out_dir: Path, train_loader, step_meta: dict, emit,
-                          t) -> None:
-    progress = trainer.progress
-    root = out_dir / "checkpoints"
-    dest = root / ckpt.step_dir_name(progress.step)
-    step_meta.pop("is_best", None)
-    eval_loss = step_meta.get("eval_loss")
-    if eval_loss is not None and (progress.best_checkpoint_loss is None or eval_loss < progress.best_checkpoint_loss):
-        progress.best_checkpoint = dest.relative_to(out_dir).as_posix()
-        progress.best_checkpoint_loss = eval_loss
-    if trainer.ctx.is_main or trainer.sharded:  # FSDP: saving gathers over every rank; rank 0 writes
-        trainer.save(dest, model_cfg, train_loader.state_dict(),
-                     {"metrics": {"loss": progress.last_loss, **step_meta}})
-    if trainer.ctx.is_main:
-        best = out_dir / progress.best_checkpoint if progress.best_checkpoint else None
-        ckpt.prune_checkpoints(root, t.keep_last_checkpoints, best=best)
-        emit("on_checkpoint", progress.step, dest)
-    trainer.ctx.barrier()
+    @property
+    def sharded(self) -> bool:
+        """True under FSDP: saving and loading are then collectives over every rank."""
+        return self.ctx.world_size > 1 and is_sharded(self.model)
 
+    def save(self, dest, model_cfg, loader_state: dict | None, metadata: dict | None = None):
+        """Write a checkpoint. Under FSDP every rank calls this (the full state is gathered) and
+        only rank 0 writes; other ranks get None."""
+        meta = {"step": self.progress.step, "tokens_seen": self.progress.tokens_seen, "epoch": self.progress.epoch}
+        meta.update(metadata or {})
+        model, optimizer = self.model, self.optimizer
+        if self.sharded:
+            model = GatheredState(full_state_dict(self.model))
+            optimizer = GatheredState(full_optimizer_state_dict(self.model, self.optimizer))
+            if not self.ctx.is_main:
+                return None
+        return ckpt.save_checkpoint(dest, model=model, model_cfg=model_cfg, optimizer=optimizer,
+                                    trainer_state=self.trainer_state(loader_state), pipeline_cfg=self.cfg,
+                                    metadata=meta)
 
-# --------------------------------------------------------------------------- building a run
+    def load(self, ckpt_dir) -> dict | None:
+        """Restore weights, optimizer, scaler, RNG and progress from ``ckpt_dir``; return the loader state."""
+        if self.sharded:  # FSDP: every rank reads the full state and keeps its shard
+            from safetensors.torch import load_file
 
-
-def build_model(model_cfg):
-    """The model to train (seam for other architectures)."""
-    from lmcore.model import Transformer
-
-    return Transformer(model_cfg)
-
-
-def build_loaders(cfg, model_cfg, token_dirs: list[Path], ctx):
-    """``(train_loader, eval_loader or None)`` over the token dirs for this rank."""
-    from lmcore.data.loader import PackedLoader
-
-    t = cfg.training
-    train = PackedLoader(token_dirs, "train", seq_length=model_cfg.seq_length, batch_size=t.batch_size,
-                         seed=t.seed, rank=ctx.rank, world_size=ctx.world_size, shuffle=True, drop_last=True)
-    if len(train) == 0:
-        raise LmcoreError(f"the train split has fewer tokens than one batch of {t.batch_size} x "
-                          f"{model_cfg.seq_length}; lower training.batch_size or model seq_length")
-    try:
-        evaluation = PackedLoader(token_dirs, "eval", seq_length=model_cfg.seq_length, batch_size=t.batch_size,
-                                  seed=t.seed, rank=ctx.rank, world_size=ctx.world_size, shuffle=False,
-                                  drop_last=False)
-        if len(evaluation) == 0:
-            evaluation = None
-    except (LmcoreError, FileNotFoundError, ValueError) as exc:
-        log.info("no eval split (%s): training without evaluation", exc)
-        evaluation = None
-    return train, evaluation
-
-
-def _check_vocab(tokenizer_dir: Optional[Path], model_cfg) -> None:
-    if tokenizer_dir is None or not (Path(tokenizer_dir) / "tokenizer.json").is_file():
-        return
-    from lmcore.tokenizer import read_tokenizer_file
-
-    size = read_tokenizer_file(Path(tokenizer_dir) / "tokenizer.json").get_vocab_size()
-    if size > model_cfg.vocab_size:
-        raise LmcoreError(f"tokenizer has {size} tokens but the model vocab_size is {model_cfg.vocab_size}; "
-                          "build the model with the tokenizer's vocab_size")
-
-
-def run_train(cfg, model_cfg, token_dirs: list[Path], tokenizer_dir: Optional[Path], out_dir: Path,
-              callbacks: Iterable = (), resume_from: Optional[Path] = None) -> dict:
-    """Train ``model_cfg`` on ``token_dirs``; checkpoints under ``out_dir``; returns the summary dict.
-
-    Resumes from the newest good checkpoint in ``resume_from`` or ``out_dir`` when there is one.
-    Summary keys: steps, tokens, final_loss, best_eval_loss, tokens_per_sec, checkpoint (final dir), ...
-    """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if int(os.environ.get("RANK", "0") or 0) == 0:
-        ckpt.remove_partial_writes(out_dir)  # a killed session's half-written checkpoint, an old stop request
-        (out_dir / interrupt.STOP_FILE).unlink(missing_ok=True)
-    _check_vocab(tokenizer_dir, model_cfg)
-    if cfg.training.nproc_per_node > 1:
-        from lmcore.train.distributed import inside_torchrun
-
-        if not inside_torchrun():  # relaunch under torchrun; callbacks hear rank 0's events here
-            from lmcore.train.launch import run_train_multiprocess
-
-            return run_train_multiprocess(cfg, model_cfg, token_dirs, tokenizer_dir, out_dir, callbacks, resume_from)
-    ctx = init_context(cfg)
-    seed_everything(cfg.training.seed + ctx.rank)
-    model = build_model(model_cfg)
-    train_loader, eval_loader = build_loaders(cfg, model_cfg, [Path(d) for d in token_dirs], ctx)
-    trainer = Trainer(model, cfg, ctx)
-    loader_state, resumed = None, None
-    source = ckpt.latest_good_checkpoint(Path(resume_from) if resume_from else out_dir)
-    if source is not None:
-        log.info("resuming from %s", source)
-        loader_state = trainer.load(source)
-        resumed = source
-    return fit(trainer, model_cfg, train_loader, eval_loader, out_dir, callbacks, loader_state, resumed)
+            ckpt.verify_checkpoint(ckpt_dir)
+            load_full_state(self.model, self.optimizer, load_file(str(Path(ckpt_dir) / ckpt.WEIGHTS)),
+                            ckpt.load_optimizer_state(ckpt_dir))
+        else:
+            ckpt.load_weights(ckpt_dir, self.model)
+            self.optimizer.load_state_dict(ckpt.load_optimizer_state(ckpt_dir))
+        state = ckpt.load_trainer_state(ckpt_dir)
+        self.progress = TrainProgress.from_state_dict(state["progress"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        restore_rng_state(state["rng"])
+        return from_safe(state.get("loader"))

@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from lmcore.config import PipelineConfig
-from lmcore.tracking_registry import list_registry_versions
+from lmcore.tracking.registry import list_registry_versions
 from tests.flows.pipeline_fixtures import tiny_config, write_corpus
 from tests.servers import BIN, free_port, stop, wait_for
 

@@ -37,15 +37,15 @@ def _patch() -> None:
     sleep = float(os.environ.get("LMCORE_TEST_STEP_SLEEP", "0") or 0)
     kill_at = os.environ.get("LMCORE_TEST_KILL_AT", "")
     if sleep:
-        from lmcore.train import engine
+        from lmcore.train import trainer
 
-        step = engine.Trainer.train_step
+        step = trainer.Trainer.train_step
 
         def slow_step(self, *args, **kwargs):
             time.sleep(sleep)
             return step(self, *args, **kwargs)
 
-        engine.Trainer.train_step = slow_step
+        trainer.Trainer.train_step = slow_step
     if kill_at.startswith("checkpoint:"):
         from lmcore.train import checkpoint
 

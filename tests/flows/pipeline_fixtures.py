@@ -58,10 +58,11 @@ def tiny_registered_model(models_dir: Path, name: str = "tiny") -> str:
     import torch
     from tokenizers import pre_tokenizers, trainers
 
-    from lmcore import ModelManager, chat
+    from lmcore import ModelManager
+    from lmcore.data import chat_template as chat
     from lmcore.config import ModelConfig
     from lmcore.model import Transformer
-    from lmcore.tokenizer import LmcoreTokenizer, new_bpe_tokenizer
+    from lmcore.data.tokenizer import LmcoreTokenizer, new_bpe_tokenizer
 
     tok = new_bpe_tokenizer()
     trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=list(chat.SPECIAL_TOKENS), show_progress=False,

@@ -10,8 +10,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from flows.cli import main
 from lmcore.errors import UsageError
-from lmcore.hf_export import export_for_hf
-from lmcore.registry import ModelManager
+from lmcore.hf.export import export_for_hf
+from lmcore.models_dir import ModelManager
 from tests.lmcore.model_folder_fixture import make_model_folder
 
 

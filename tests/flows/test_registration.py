@@ -9,7 +9,7 @@ from mlflow import MlflowClient
 
 from flows import cli
 from flows.pipeline import pipeline
-from lmcore.registry import ModelManager
+from lmcore.models_dir import ModelManager
 from tests.flows.pipeline_fixtures import statuses, tiny_config, write_corpus
 
 
@@ -58,9 +58,9 @@ def test_a_name_mlflow_refuses_is_a_config_error_before_any_work(tmp_path, overr
 
 def test_a_diverged_run_names_a_checkpoint_that_is_still_there(tmp_path, monkeypatch):
     from lmcore.errors import TrainingDivergedError
-    from lmcore.train import engine
+    from lmcore.train import trainer
 
-    real = engine.token_loss_sum
+    real = trainer.token_loss_sum
     calls = []
 
     def nan_after_a_while(logits, targets):  # the loss turns NaN after the first checkpoint (step 4)
@@ -68,7 +68,7 @@ def test_a_diverged_run_names_a_checkpoint_that_is_still_there(tmp_path, monkeyp
         loss = real(logits, targets)
         return loss * float("nan") if len(calls) > 5 else loss
 
-    monkeypatch.setattr(engine, "token_loss_sum", nan_after_a_while)
+    monkeypatch.setattr(trainer, "token_loss_sum", nan_after_a_while)
     cfg = _cfg(tmp_path, tracking={"enabled": False},
                training={"max_steps": 30, "checkpoint_every": 4, "max_nonfinite_steps": 3})
     with pytest.raises(TrainingDivergedError) as caught:

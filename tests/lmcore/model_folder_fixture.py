@@ -7,11 +7,11 @@ from pathlib import Path
 import torch
 from tokenizers import pre_tokenizers, trainers
 
-from lmcore import chat
+from lmcore.data import chat_template as chat
 from lmcore.config import ModelConfig
 from lmcore.model import Transformer
-from lmcore.registry import ModelManager
-from lmcore.tokenizer import LmcoreTokenizer, new_bpe_tokenizer
+from lmcore.models_dir import ModelManager
+from lmcore.data.tokenizer import LmcoreTokenizer, new_bpe_tokenizer
 
 TINY = ModelConfig(vocab_size=320, hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1,
                    intermediate_size=64, seq_length=64)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from lmcore import chat
+from lmcore.data import chat_template as chat
 from lmcore.errors import ConfigError, DataFormatError
 from tests.fixtures.text_shards import CONVERSATIONS
 

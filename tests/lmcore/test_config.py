@@ -2,7 +2,8 @@
 
 import pytest
 
-from lmcore.config import PRESETS, ModelConfig, PipelineConfig, suggest_key
+from lmcore.config import PRESETS, ModelConfig, PipelineConfig
+from lmcore.config_keys import suggest_key
 from lmcore.errors import ConfigError
 
 
@@ -46,7 +47,7 @@ def test_unknown_set_override_names_the_key_and_the_closest_valid_key(override, 
 
 
 def test_key_in_the_wrong_section_is_suggested_where_it_lives():
-    assert suggest_key("training.use_compile") == "precision.use_compile"
+    assert suggest_key(PipelineConfig, "training.use_compile") == "precision.use_compile"
 
 
 def test_override_without_equals_sign_is_a_config_error():
@@ -192,7 +193,6 @@ def test_preset_parameter_counts_are_within_15_percent_of_their_names(name, targ
 
 
 def test_num_parameters_matches_the_built_model():
-    torch = pytest.importorskip("torch")
     from lmcore.model import Transformer
 
     for tie in (True, False):
@@ -201,4 +201,3 @@ def test_num_parameters_matches_the_built_model():
         model = Transformer(cfg)
         counted = sum(p.numel() for p in model.parameters())
         assert cfg.num_parameters() == counted
-        assert isinstance(next(model.parameters()), torch.Tensor)

@@ -9,8 +9,8 @@ import pytest
 from flows import cli
 from lmcore.data.pretokenize import pretokenize_file
 from lmcore.errors import CheckpointError, StoreError
-from lmcore.registry import ModelManager
-from lmcore.tokenizer import LmcoreTokenizer
+from lmcore.models_dir import ModelManager
+from lmcore.data.tokenizer import LmcoreTokenizer
 from tests.fixtures.text_shards import write_corpus
 from tests.lmcore.model_folder_fixture import make_model_folder, tiny_tokenizer
 

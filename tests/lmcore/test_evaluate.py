@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from lmcore.config import ModelConfig, PipelineConfig
-from lmcore.evaluate import bits_per_byte, run_evaluate
+from lmcore.evaluate import run_evaluate
 from lmcore.model import Transformer
 from lmcore.train.checkpoint import save_checkpoint
-from lmcore.train.trainer import run_train
+from lmcore.train.stage import run_train
 
 sys.path.insert(0, str(Path(__file__).parent / "train"))  # shared corpus helpers of the trainer tests
 from train_fixtures import build_token_dir, synthetic_texts  # noqa: E402
@@ -61,8 +61,10 @@ def test_trained_checkpoint_beats_uniform_and_writes_samples(corpus, tmp_path):
     metrics = run_evaluate(tmp_path / "train" / summary["checkpoint"], [token_dir], tok_dir, cfg, tmp_path / "eval")
     assert metrics["eval_loss"] < math.log(300) - 1.0
     assert metrics["eval_loss"] == pytest.approx(summary["final_eval_loss"], rel=0.05)
-    assert metrics["bits_per_byte"] == pytest.approx(
-        bits_per_byte(metrics["eval_loss"], metrics["eval_split_tokens"], metrics["eval_utf8_bytes"]))
+    split = json.loads((token_dir / "eval-00000.json").read_text())  # what pretokenize counted, not evaluate
+    assert (metrics["eval_split_tokens"], metrics["eval_utf8_bytes"]) == (split["tokens"], split["utf8_bytes"])
+    nats = metrics["eval_loss"] * split["tokens"]  # every eval token is a target here (text only)
+    assert metrics["bits_per_byte"] == pytest.approx(nats / split["utf8_bytes"] / math.log(2))
     assert [s["prompt"] for s in metrics["samples"]] == ["ROMEO:", "The king"]
     assert all(isinstance(s["completion"], str) and s["completion"] for s in metrics["samples"])
     assert metrics["eval_tokens_per_sec"] > 0 and metrics["train_tokens_per_sec"] > 0

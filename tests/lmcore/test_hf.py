@@ -11,7 +11,7 @@ from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
 from lmcore.config import ModelConfig
 from lmcore.errors import CheckpointError, ConfigError
-from lmcore.hf import from_hf_state_dict, load_hf, save_hf, to_hf_state_dict
+from lmcore.hf.convert import from_hf_state_dict, load_hf, save_hf, to_hf_state_dict
 from lmcore.model import Transformer
 
 

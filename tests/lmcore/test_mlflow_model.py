@@ -9,10 +9,11 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from lmcore.mlflow_model import pip_requirements, prompts_from
-from lmcore.registry import ModelManager
-from lmcore.tracking import PipelineTracker
-from lmcore.tracking_registry import list_registry_versions, scoped_tracking_uri
+from lmcore.tracking.pyfunc import pip_requirements, prompts_from
+from lmcore.models_dir import ModelManager
+from lmcore.tracking.run import PipelineTracker
+from lmcore.tracking.client import scoped_tracking_uri
+from lmcore.tracking.registry import list_registry_versions
 from tests.lmcore.model_folder_fixture import make_model_folder
 from tests.lmcore.test_tracking import make_cfg
 

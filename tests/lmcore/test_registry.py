@@ -8,11 +8,11 @@ import torch
 from tokenizers import pre_tokenizers, trainers
 
 from lmcore import ModelManager
-from lmcore import chat
+from lmcore.data import chat_template as chat
 from lmcore.config import ModelConfig
 from lmcore.errors import CheckpointError, ModelNotFoundError
 from lmcore.model import Transformer
-from lmcore.tokenizer import LmcoreTokenizer, new_bpe_tokenizer
+from lmcore.data.tokenizer import LmcoreTokenizer, new_bpe_tokenizer
 
 TINY = ModelConfig(vocab_size=300, hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1,
                    intermediate_size=64, seq_length=32)

@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from lmcore import chat
+from lmcore.data import chat_template as chat
 from lmcore.config import DataConfig, TokenizerConfig
 from lmcore.errors import StoreError
-from lmcore.tokenizer import LmcoreTokenizer, run_train_tokenizer, sample_texts
+from lmcore.data.tokenizer import LmcoreTokenizer, run_train_tokenizer, sample_texts
 from tests.fixtures.text_shards import CONVERSATIONS, write_corpus
 
 VOCAB = 400
@@ -170,7 +170,7 @@ def test_sample_takes_every_kth_record_across_shards(shard_dir):
 
     import pyarrow.parquet as pq
 
-    from lmcore.tokenizer import record_text
+    from lmcore.data.tokenizer import record_text
 
     rows = [r for f in sorted(shard_dir.glob("train-*.parquet")) for r in pq.read_table(f).to_pylist()]
     stats = {}

@@ -11,8 +11,8 @@ import pytest
 from mlflow import MlflowClient
 
 from lmcore.config import PipelineConfig
-from lmcore.tracking import NullRun, PipelineTracker, dataset_digest
-from lmcore.tracking_buffer import MetricBuffer
+from lmcore.tracking.run import NullRun, PipelineTracker, dataset_digest
+from lmcore.tracking.buffer import MetricBuffer
 from tests.servers import free_port, start_mlflow_server, stop
 
 
@@ -52,7 +52,7 @@ def test_run_is_marked_failed_when_the_block_raises(tmp_path):
 
 
 def test_log_config_records_every_flat_key_as_a_param_and_the_yaml(tmp_path, monkeypatch):
-    monkeypatch.setattr("lmcore.tracking.MAX_PARAMS_PER_BATCH", 30)  # several batches, like a >100-key config
+    monkeypatch.setattr("lmcore.tracking.run.MAX_PARAMS_PER_BATCH", 30)  # several batches, like a >100-key config
     cfg = make_cfg(tmp_path)
     cfg.training.sample_prompts = ["x" * 7000]  # longer than MLflow's 6000-char limit
     with PipelineTracker(cfg).run() as run:

@@ -80,7 +80,7 @@ def test_stage_version_is_read_from_source_without_importing_torch():
     import subprocess
     import sys
 
-    code = ("import sys; from tasks._common import stage_version; v = stage_version('lmcore.train.trainer'); "
+    code = ("import sys; from tasks._common import stage_version; v = stage_version('lmcore.train.stage'); "
             "print(v, 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    assert out[1] == "False" and out[0] == __import__("lmcore.train.trainer", fromlist=["x"]).STAGE_VERSION
+    assert out[1] == "False" and out[0] == __import__("lmcore.train.stage", fromlist=["x"]).STAGE_VERSION

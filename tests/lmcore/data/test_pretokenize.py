@@ -5,12 +5,12 @@ import json
 import numpy as np
 import pytest
 
-from lmcore import chat
+from lmcore.data import chat_template as chat
 from lmcore.config import DataConfig, PipelineConfig, TokenizerConfig
 from lmcore.data.pretokenize import pretokenize_file, run_pretokenize_shard
 from lmcore.data.token_shards import TokenShardWriter, ids_dtype, list_shards, open_shard
 from lmcore.errors import DataFormatError, StoreError
-from lmcore.tokenizer import LmcoreTokenizer, run_train_tokenizer
+from lmcore.data.tokenizer import LmcoreTokenizer, run_train_tokenizer
 from tests.fixtures.text_shards import CONVERSATIONS, chat_record, text_record, write_corpus, write_shard
 
 

@@ -19,7 +19,7 @@ from lmcore.train.context import single_process_context
 from lmcore.train.distributed import (
     DistributedError,
     gradient_scale,
-    init_distributed,
+    init_context,
     inside_torchrun,
     launch_torchrun,
     torchrun_command,
@@ -27,7 +27,7 @@ from lmcore.train.distributed import (
     unwrap_model,
     wrap_model,
 )
-from lmcore.train.trainer import run_train
+from lmcore.train.stage import run_train
 
 WORKER = Path(__file__).with_name("distributed_worker.py")
 VOCAB = 96
@@ -149,7 +149,7 @@ def test_outside_torchrun_the_context_is_a_single_process(monkeypatch):
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         monkeypatch.delenv(key, raising=False)
     assert not inside_torchrun()
-    ctx = init_distributed(PipelineConfig())
+    ctx = init_context(PipelineConfig())
     assert (ctx.rank, ctx.world_size, ctx.is_main) == (0, 1, True)
     model = torch.nn.Linear(2, 2)
     assert wrap_model(model, "fsdp", ctx) is model

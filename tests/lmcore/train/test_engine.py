@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from lmcore.config import PipelineConfig
-from lmcore.train.engine import Trainer
+from lmcore.train.trainer import Trainer
 
 from train_fixtures import TinyLM, make_batch
 

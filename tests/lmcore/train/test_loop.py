@@ -6,8 +6,8 @@ import torch
 
 from lmcore.errors import TrainingDivergedError
 from lmcore.train import checkpoint as ckpt
-from lmcore.train.engine import Trainer
-from lmcore.train.trainer import fit
+from lmcore.train.trainer import Trainer
+from lmcore.train.loop import fit
 
 from train_fixtures import ListLoader, TinyLM, random_batches
 

@@ -5,10 +5,10 @@ import torch
 
 from lmcore.config import ModelConfig, PipelineConfig
 from lmcore.model import Transformer
-from lmcore.train.engine import Trainer
-from lmcore.train.muon import MuonWithAdamW, split_for_muon
+from lmcore.train.trainer import Trainer
+from lmcore.train.optim import MuonWithAdamW, split_for_muon
 from lmcore.train.optim import build_optimizer, set_learning_rate
-from lmcore.train.trainer import run_train
+from lmcore.train.stage import run_train
 
 from train_fixtures import build_token_dir, random_batches, synthetic_texts
 

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from lmcore.config import PrecisionConfig
-from lmcore.train.precision import CompiledWithFallback, maybe_compile, resolve_precision
+from lmcore.train.compile import CompiledWithFallback, maybe_compile
+from lmcore.train.precision import resolve_precision
 
 from train_fixtures import TinyLM
 

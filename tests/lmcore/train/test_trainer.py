@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from lmcore.config import ModelConfig, PipelineConfig
 from lmcore.train import checkpoint as ckpt
-from lmcore.train.trainer import run_train
+from lmcore.train.stage import run_train
 
 from train_fixtures import RESUME_CONFIG, RESUME_MODEL, build_token_dir, synthetic_texts
 
@@ -82,7 +82,7 @@ def test_sigkilled_run_resumes_to_weights_bitwise_equal_to_an_uninterrupted_run(
     # The uninterrupted reference runs here (one thread, like the worker); the victim in a subprocess.
     run_train(PipelineConfig.from_dict(RESUME_CONFIG), RESUME_MODEL, [token_dir], None, tmp_path / "straight")
 
-    kill_after = random.choice([6, 9, 12])
+    kill_after = random.Random(20261129).choice([6, 9, 12])  # seeded: a failure reproduces
     victim = _worker(token_dir, tmp_path / "killed")
     marker = tmp_path / "killed" / "checkpoints" / ckpt.step_dir_name(kill_after) / "metadata.json"
     deadline = time.time() + 90

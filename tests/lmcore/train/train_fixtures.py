@@ -108,7 +108,7 @@ def build_token_dir(root, train_texts, eval_texts, vocab_size: int = 300):
 
     from lmcore.data.pretokenize import run_pretokenize_shard
     from lmcore.data.shard import run_shard
-    from lmcore.tokenizer import run_train_tokenizer
+    from lmcore.data.tokenizer import run_train_tokenizer
 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,7 @@ torch.set_num_threads(1)
 torch.use_deterministic_algorithms(True)
 
 from lmcore.config import PipelineConfig  # noqa: E402
-from lmcore.train.trainer import run_train  # noqa: E402
+from lmcore.train.stage import run_train  # noqa: E402
 from train_fixtures import RESUME_CONFIG, RESUME_MODEL  # noqa: E402
 
 

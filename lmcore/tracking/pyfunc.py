@@ -4,7 +4,7 @@ Why a pyfunc over the model folder instead of ``mlflow.pytorch``: MLflow 3's
 pytorch flavour exports with ``torch.export``, which fixes the sequence
 length of its input example, while a language model is called with any
 prompt length and a KV cache. So the artifact is simply the model folder
-(``models/<id>/`` of :mod:`lmcore.registry`: ``model.safetensors``,
+(``models/<id>/`` of :mod:`lmcore.models_dir`: ``model.safetensors``,
 ``config.json``, tokenizer files, ``metadata.json``; an HF export folder also
 works) and :class:`LmcoreTextGenerator` loads it with lmcore's own code,
 which is shipped inside the MLflow model (``code_paths``) so that
@@ -36,16 +36,16 @@ _SKIP_FILES = {"optimizer.pt", "scheduler.json"}  # training state: not needed t
 
 def load_model_folder(model_dir: str | Path):
     """``(model, tokenizer)`` from a ModelManager folder or a Hugging Face export folder."""
-    from lmcore.tokenizer import LmcoreTokenizer
+    from lmcore.data.tokenizer import LmcoreTokenizer
 
     model_dir = Path(model_dir)
     if (model_dir / "metadata.json").is_file():
-        from lmcore.registry import ModelManager
+        from lmcore.models_dir import ModelManager
 
         # MLflow copied the folder itself; the sha256 check is for folders people copy by hand
         model, tokenizer, _ = ModelManager(model_dir.parent).load_for_inference(model_dir.name, verify=False)
     else:
-        from lmcore.hf import load_hf
+        from lmcore.hf.convert import load_hf
 
         model, tokenizer = load_hf(model_dir), LmcoreTokenizer.load(model_dir)
     if tokenizer is None:
@@ -157,7 +157,7 @@ def log_text_generator(model_dir: str | Path, name: str = "model", **kwargs: Any
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*input example was not provided.*")
             return mlflow.pyfunc.log_model(
-                name=name, python_model=str(Path(__file__).with_name("mlflow_pyfunc_entry.py")),
+                name=name, python_model=str(Path(__file__).with_name("pyfunc_entry.py")),
                 artifacts={MODEL_ARTIFACT: str(staged)},
                 code_paths=[lmcore_code_path()], pip_requirements=pip_requirements(), signature=signature(),
                 metadata={"lmcore_model_id": meta.get("id", Path(model_dir).name),

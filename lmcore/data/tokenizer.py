@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow.parquet as pq
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
-from lmcore import chat
+from lmcore.data import chat_template as chat
 from lmcore.data.schema import reading_shard
 from lmcore.config import DataConfig, TokenizerConfig
 from lmcore.errors import DataFormatError, StoreError

@@ -7,6 +7,6 @@ model. This is that script; lmcore itself ships beside it (``code_paths``).
 
 from mlflow.models import set_model
 
-from lmcore.mlflow_model import LmcoreTextGenerator
+from lmcore.tracking.pyfunc import LmcoreTextGenerator
 
 set_model(LmcoreTextGenerator())

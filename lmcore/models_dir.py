@@ -33,7 +33,6 @@ from lmcore.errors import CheckpointError, ModelNotFoundError
 from lmcore.locks import FileLock, is_locked
 from lmcore.store import sha256_file
 
-STAGE_VERSION = "1"  # the register stage's output layout (models/<id>/ + model.json)
 METADATA = "metadata.json"
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -261,7 +260,7 @@ class ModelManager:
         model.to(device).eval()
         tokenizer = None
         if (directory / "tokenizer.json").is_file():
-            from lmcore.tokenizer import LmcoreTokenizer
+            from lmcore.data.tokenizer import LmcoreTokenizer
 
             tokenizer = LmcoreTokenizer.load(directory)
         optimizer_state = scheduler_state = None

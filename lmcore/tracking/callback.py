@@ -2,7 +2,7 @@
 
 Why its own module: it is the one piece of tracking that runs inside the
 training loop, so it must cost nothing per step. ``on_log``/``on_eval`` only
-append to a :class:`~lmcore.tracking_buffer.MetricBuffer` (sent in batches by a
+append to a :class:`~lmcore.tracking.buffer.MetricBuffer` (sent in batches by a
 background thread) and to in-memory loss/lr series; ``on_train_end`` sends
 what is left within ``tracking.final_flush_timeout`` and logs
 ``plots/loss_curve.png`` drawn from those series, so the plot exists even if
@@ -13,13 +13,10 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from lmcore.tracking import never_fails, numeric
-from lmcore.tracking_buffer import MetricBuffer
-
-if TYPE_CHECKING:
-    from lmcore.tracking import TrackedRun
+from lmcore.tracking.buffer import MetricBuffer
+from lmcore.tracking.client import never_fails, numeric
 
 
 class NullCallback:
@@ -41,7 +38,7 @@ class MlflowTrainCallback:
     server was down meanwhile.
     """
 
-    def __init__(self, run: TrackedRun):
+    def __init__(self, run):
         from mlflow.entities import Metric
 
         self.run = run
@@ -83,10 +80,8 @@ class MlflowTrainCallback:
             if number is None or key == "step":
                 continue
             self.buffer.add("val_" + key.removeprefix("eval_").removeprefix("val_"), number, step)
-        loss = next((metrics[k] for k in ("val_loss", "eval_loss", "loss") if numeric(metrics.get(k)) is not None),
-                    None)
-        if loss is not None:
-            self.val_loss.append((step, float(loss)))
+        if numeric(metrics.get("eval_loss")) is not None:
+            self.val_loss.append((step, float(metrics["eval_loss"])))
 
     def on_checkpoint(self, step: int, path: Any) -> None:
         return None
@@ -106,7 +101,7 @@ class MlflowTrainCallback:
 
     @never_fails
     def _log_plot(self) -> None:
-        from lmcore.loss_plot import plot_loss_curve
+        from lmcore.tracking.plots import plot_loss_curve
 
         if not self.train_loss and not self.val_loss:
             return

@@ -26,8 +26,8 @@ def export_for_hf(model_dir: str | Path, out_dir: str | Path, verify: bool = Tru
     ``out_dir`` must be empty or absent. ``verify`` checks the sha256 of every
     file against ``metadata.json`` first.
     """
-    from lmcore.hf import save_hf
-    from lmcore.registry import ModelManager
+    from lmcore.hf.convert import save_hf
+    from lmcore.models_dir import ModelManager
 
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():

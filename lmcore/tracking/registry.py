@@ -24,33 +24,31 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import tempfile
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lmcore.tracking.client import make_client, scoped_tracking_uri
+
 if TYPE_CHECKING:
     from lmcore.config import PipelineConfig
-    from lmcore.tracking import TrackedRun
 
 log = logging.getLogger("lmcore.tracking")
 
 BPB_TAG = "lmcore.bits_per_byte"
-BPB_KEYS = ("bits_per_byte", "val_bits_per_byte", "eval_bits_per_byte", "bpb")
+BPB_METRIC = "bits_per_byte"  # the evaluate stage's name (lmcore.evaluate); an MLflow run logs it as eval_<name>
 
 
-def bits_per_byte(metrics: dict[str, Any]) -> float | None:
-    """The validation bits per byte in an evaluate summary (several spellings accepted)."""
-    for key in BPB_KEYS:
-        value = metrics.get(key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-            return float(value)
+def read_bits_per_byte(metrics: dict[str, Any]) -> float | None:
+    """``metrics["bits_per_byte"]`` when it is a finite number, else None (the evaluate stage computes it)."""
+    value = metrics.get(BPB_METRIC)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
     return None
 
 
-def register_model(run: "TrackedRun", model_dir: Path, lineage: dict[str, Any],
+def register_model(run, model_dir: Path, lineage: dict[str, Any],
                    metrics: dict[str, Any], log_hf_export: bool = True) -> dict[str, Any]:
     """Log ``model_dir`` as a pyfunc in ``run``, register a version, move ``champion`` if it wins.
 
@@ -61,11 +59,11 @@ def register_model(run: "TrackedRun", model_dir: Path, lineage: dict[str, Any],
         return _register(run, model_dir, lineage, metrics, log_hf_export)
 
 
-def _register(run: "TrackedRun", model_dir: Path, lineage: dict[str, Any],
+def _register(run, model_dir: Path, lineage: dict[str, Any],
               metrics: dict[str, Any], log_hf_export: bool) -> dict[str, Any]:
     cfg, client = run.cfg, run.client
     name = cfg.tracking.registered_model_name
-    bpb = bits_per_byte(metrics)
+    bpb = read_bits_per_byte(metrics)
     version = _version_of(client, name, lineage.get("train"))
     if version is None:
         version = _create_version(run, model_dir, lineage, bpb, log_hf_export)
@@ -102,12 +100,12 @@ def _version_of(client, name: str, train_key: str | None):
     return min(found, key=lambda v: int(v.version)) if found else None
 
 
-def _create_version(run: "TrackedRun", model_dir: Path, lineage: dict[str, Any], bpb: float | None,
+def _create_version(run, model_dir: Path, lineage: dict[str, Any], bpb: float | None,
                     log_hf_export: bool):
     """Log ``model_dir`` as a pyfunc into the run and register it as a new version tagged with its lineage."""
     from mlflow.entities import LoggedModelOutput
 
-    from lmcore.mlflow_model import log_text_generator
+    from lmcore.tracking.pyfunc import log_text_generator
 
     cfg, client = run.cfg, run.client
     name = cfg.tracking.registered_model_name
@@ -140,8 +138,6 @@ def list_registry_versions(cfg: "PipelineConfig") -> list[dict[str, Any]]:
     Each dict: ``name, version, aliases (list), created (ISO), run_id, model_id (lmcore id),
     bits_per_byte, data_digest, status``. An unreachable store gives a warning and ``[]``.
     """
-    from lmcore.tracking import make_client
-
     name = cfg.tracking.registered_model_name
     try:
         client = make_client(cfg)
@@ -173,29 +169,6 @@ def list_registry_versions(cfg: "PipelineConfig") -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- helpers
 
 
-@contextmanager
-def scoped_tracking_uri(uri: str):
-    """Set MLflow's global tracking URI for a block, then put back the old one and the env var.
-
-    ``mlflow.set_tracking_uri`` also writes ``MLFLOW_TRACKING_URI`` into ``os.environ``, which
-    would then override every later config's URI in this process (env wins in ``cfg.tracking_uri()``).
-    """
-    import mlflow
-    from mlflow.tracking._tracking_service import utils as tracking_utils
-
-    old_env = os.environ.get("MLFLOW_TRACKING_URI")
-    old_global = getattr(tracking_utils, "_tracking_uri", None)
-    mlflow.set_tracking_uri(uri)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(old_global)
-        if old_env is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = old_env
-
-
 def _ensure_registered_model(client, name: str) -> None:
     try:
         client.get_registered_model(name)
@@ -220,13 +193,13 @@ def _version_bpb(client, version) -> float | None:
         return float(value)
     if version.run_id:  # an older version registered without the tag: use its run's metric
         metrics = client.get_run(version.run_id).data.metrics
-        return bits_per_byte({k.removeprefix("eval_"): v for k, v in metrics.items()})
+        return read_bits_per_byte({k.removeprefix("eval_"): v for k, v in metrics.items()})
     return None
 
 
-def _log_hf_export(run: "TrackedRun", model_dir: Path) -> None:
+def _log_hf_export(run, model_dir: Path) -> None:
     """The transformers folder (``lmcore export-hf``) as run artifact ``hf_model/``; warns if not exportable."""
-    from lmcore.hf_export import export_for_hf
+    from lmcore.hf.export import export_for_hf
 
     try:
         with tempfile.TemporaryDirectory(prefix="lmcore-hf-") as tmp:

@@ -14,7 +14,7 @@ rules live in one place:
 - tracking never kills the work: a server that is down when the run starts
   gives a warning and a :class:`NullRun`; a failed call later gives one warning;
   training metrics are buffered and sent in batches by
-  :class:`lmcore.tracking_buffer.MetricBuffer`.
+  :class:`lmcore.tracking.buffer.MetricBuffer`.
 
 Usage (the flow layer reads the Prefect flow-run id and passes it in)::
 
@@ -25,32 +25,32 @@ Usage (the flow layer reads the Prefect flow-run id and passes it in)::
     with tracker.resume(run_id) as run:   # from another task / process
         run.log_stage("train", key, summary)
 
-The trainer callback is in :mod:`lmcore.tracking_callback`; the registry
-(``register``, ``list_registry_versions``) in :mod:`lmcore.tracking_registry`.
+The client and the never-fail rule are in :mod:`lmcore.tracking.client`, the trainer callback in
+:mod:`lmcore.tracking.callback`, the registry (``register_model``, ``list_registry_versions``) in
+:mod:`lmcore.tracking.registry`.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
 import math
 import os
 import socket
-import subprocess
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
-from lmcore.locks import FileLock, pid_alive
+from lmcore.locks import pid_alive
+from lmcore.tracking.callback import MlflowTrainCallback, NullCallback
+from lmcore.tracking.client import artifact_root, git_commit, is_local_store, make_client, never_fails, numeric
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
     from lmcore.config import PipelineConfig
-    from lmcore.tracking_callback import MlflowTrainCallback, NullCallback
 
 log = logging.getLogger("lmcore.tracking")
 
@@ -58,94 +58,6 @@ MAX_PARAMS_PER_BATCH = 100  # mlflow.utils.validation.MAX_PARAMS_TAGS_PER_BATCH
 MAX_PARAM_LENGTH = 6000  # mlflow.utils.validation.MAX_PARAM_VAL_LENGTH
 MAX_TAG_LENGTH = 8000
 MAX_STAGE_METRICS = 20
-
-
-_ENV_SET_HERE: set[str] = set()
-
-
-def prepare_mlflow_env(cfg: "PipelineConfig") -> None:
-    """Environment MLflow reads at call time: no telemetry, short HTTP timeouts.
-
-    A variable the user set is left alone; one lmcore set follows the latest config.
-    """
-    wanted = {"MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-              "MLFLOW_HTTP_REQUEST_TIMEOUT": str(cfg.tracking.request_timeout),
-              "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(cfg.tracking.request_retries)}
-    for name, value in wanted.items():
-        if name not in os.environ or name in _ENV_SET_HERE:
-            os.environ[name] = value
-            _ENV_SET_HERE.add(name)
-
-
-def is_local_store(uri: str) -> bool:
-    """True for stores whose artifacts lmcore places itself (SQLite / file), False for servers."""
-    return uri.startswith(("sqlite:", "file:", "/", "postgresql:", "mysql:")) or "://" not in uri
-
-
-def artifact_root(cfg: "PipelineConfig") -> str:
-    """``file://`` URI of ``paths.mlflow/mlartifacts`` (absolute)."""
-    return (Path(cfg.paths.mlflow) / "mlartifacts").resolve().as_uri()
-
-
-def sqlite_file(uri: str) -> Path | None:
-    """The database file of a ``sqlite:///`` tracking URI; None for any other store."""
-    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
-
-
-def make_client(cfg: "PipelineConfig") -> "MlflowClient":
-    """An ``MlflowClient`` on the configured URI (creating ``paths.mlflow`` for the SQLite default).
-
-    An embedded SQLite store is opened under a file lock beside the database: MLflow creates and
-    migrates the database the first time it is opened, and two processes doing that at once leave
-    it broken (``_alembic_tmp_... already exists``). Under the lock the second one finds it ready.
-    """
-    prepare_mlflow_env(cfg)
-    from mlflow import MlflowClient
-
-    uri = cfg.tracking_uri()
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    db = sqlite_file(uri)
-    if db is not None:
-        db.parent.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(db.with_name(db.name + ".lock"))
-        lock.acquire()
-        try:
-            client.search_experiments(max_results=1)  # creates and migrates the database, once
-            client.search_registered_models(max_results=1)
-        finally:
-            lock.remove()
-    return client
-
-
-def git_commit(cwd: str | Path | None = None) -> str | None:
-    """The current git commit of ``cwd`` (None when not in a repository or git is absent)."""
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() if out.returncode == 0 else None
-
-
-def numeric(value: Any) -> float | None:
-    """``value`` as a float if it is a real number (not a bool), else None."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value)
-
-
-def never_fails(method):
-    """Tracking calls warn instead of raising: the pipeline's work matters more than its record."""
-
-    @functools.wraps(method)
-    def wrapper(self, *args, **kwargs):
-        try:
-            return method(self, *args, **kwargs)
-        except Exception as exc:  # noqa: BLE001
-            log.warning("tracking: %s failed (%s: %s); the pipeline goes on", method.__name__,
-                        type(exc).__name__, str(exc)[:300])
-            return None
-
-    return wrapper
 
 
 class PipelineTracker:
@@ -353,8 +265,6 @@ class TrackedRun:
     # ------------------------------------------------------------------ metrics
     def train_callback(self) -> "MlflowTrainCallback":
         """A trainer callback that buffers metrics, sends them in batches and logs the loss curve."""
-        from lmcore.tracking_callback import MlflowTrainCallback
-
         cb = MlflowTrainCallback(self)
         self._callbacks.append(cb)
         return cb
@@ -377,8 +287,8 @@ class TrackedRun:
 
     # ------------------------------------------------------------------ registry
     def register(self, model_dir: str | Path, lineage: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
-        """Log ``model_dir`` as a pyfunc model and register it; see :func:`lmcore.tracking_registry.register_model`."""
-        from lmcore.tracking_registry import register_model
+        """Log ``model_dir`` as a pyfunc model and register it; see :func:`lmcore.tracking.registry.register_model`."""
+        from lmcore.tracking.registry import register_model  # mlflow.pyfunc: loaded only to register
 
         try:
             return register_model(self, Path(model_dir), lineage, metrics)
@@ -406,9 +316,7 @@ class NullRun:
     def log_metrics(self, metrics: dict[str, Any], step: int = 0, prefix: str = "") -> None: ...
     def log_eval(self, metrics: dict[str, Any], step: int = 0) -> None: ...
 
-    def train_callback(self) -> "NullCallback":
-        from lmcore.tracking_callback import NullCallback
-
+    def train_callback(self) -> NullCallback:
         return NullCallback()
 
     def register(self, model_dir: str | Path, lineage: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
@@ -455,10 +363,3 @@ def _lmcore_version() -> str:
     import lmcore
 
     return lmcore.__version__
-
-
-def list_registry_versions(cfg: "PipelineConfig") -> list[dict[str, Any]]:
-    """Registry versions with aliases; see :func:`lmcore.tracking_registry.list_registry_versions`."""
-    from lmcore.tracking_registry import list_registry_versions as _list
-
-    return _list(cfg)

@@ -1,0 +1,34 @@
+"""The process torchrun starts for each rank: ``python -m lmcore.train.worker SPEC.json``.
+
+It reads the run's inputs from the spec :mod:`lmcore.train.launch` wrote, runs the train
+stage in this rank, and (rank 0) prints every callback event for the parent to relay.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from lmcore.config import ModelConfig, PipelineConfig
+from lmcore.train.distributed import destroy_process_group
+from lmcore.train.launch import EventPrinter
+from lmcore.train.stage import run_train
+
+
+def main(argv: list[str]) -> int:
+    """Child entry (under torchrun)."""
+    spec = json.loads(Path(argv[0]).read_text())
+    cfg = PipelineConfig.model_validate(spec["cfg"])
+    model_cfg = ModelConfig.model_validate(spec["model_cfg"])
+    try:
+        run_train(cfg, model_cfg, [Path(d) for d in spec["token_dirs"]],
+                  Path(spec["tokenizer_dir"]) if spec["tokenizer_dir"] else None, Path(spec["out_dir"]),
+                  [EventPrinter()], resume_from=Path(spec["resume_from"]) if spec["resume_from"] else None)
+    finally:
+        destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
