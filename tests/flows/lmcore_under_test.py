@@ -60,9 +60,9 @@ def _patch() -> None:
 
         checkpoint._fsync_dir = fsync_then_die
     elif kill_at == "model-copy":
-        from lmcore import registry
+        from lmcore import models_dir
 
-        publish = registry.ModelManager._publish
+        publish = models_dir.ModelManager._publish
 
         def publish_then_die(self, write, metadata, model_id):
             def copy_then_die(tmp):
@@ -71,7 +71,7 @@ def _patch() -> None:
 
             return publish(self, copy_then_die, metadata, model_id)
 
-        registry.ModelManager._publish = publish_then_die
+        models_dir.ModelManager._publish = publish_then_die
     elif kill_at == "register-alias":
         import mlflow
 
