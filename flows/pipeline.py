@@ -21,14 +21,16 @@ from flows.runtime import configure
 
 configure()
 
+import json  # noqa: E402
 import time  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
+from dataclasses import asdict, dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any, Callable, Optional  # noqa: E402
 
 from prefect import flow, unmapped  # noqa: E402
 
 from flows.stage_names import STAGES  # noqa: E402
+from lmcore.base_model import BaseModel, resolve_base  # noqa: E402
 from lmcore.config import PipelineConfig  # noqa: E402
 from lmcore.data.inputs import input_paths  # noqa: E402
 from lmcore.errors import ConfigError  # noqa: E402
@@ -115,19 +117,42 @@ class RunState:
     config: dict[str, Any] = field(default_factory=dict)  # cfg as the JSON the tasks take
     results: dict[str, Any] = field(default_factory=dict)
     _architecture: Optional[tuple[str, Any]] = None
+    _base: Any = False  # False: not looked up yet
+
+    def base(self) -> Optional[BaseModel]:
+        """The model ``model.init_from`` names (resolved once), or None when training from scratch."""
+        if self._base is False:
+            init_from = self.cfg.model.init_from
+            self._base = resolve_base(init_from, self.cfg.paths.models, self.store, self.cfg) if init_from else None
+        return self._base
+
+    def base_params(self) -> dict[str, Any]:
+        base = self.base()
+        return {"base": asdict(base)} if base is not None else {}
 
     def architecture(self) -> tuple[str, Any]:
-        """``(preset, ModelConfig)``, resolved once (``auto`` looks at the hardware, so torch loads here)."""
+        """``(preset, ModelConfig)``, resolved once: the base's (fine-tuning), or the preset's (``auto``
+        looks at the hardware, so torch loads here)."""
         if self._architecture is None:
-            from lmcore.hardware.presets import resolve_architecture
+            base = self.base()
+            if base is not None:
+                from lmcore.base_model import architecture
 
-            self._architecture = resolve_architecture(self.cfg)
+                self._architecture = ("init_from", architecture(base, self.cfg))
+            else:
+                from lmcore.hardware.presets import resolve_architecture
+
+                self._architecture = resolve_architecture(self.cfg)
         return self._architecture
 
     def lineage(self) -> dict[str, Any]:
         r = self.results
-        return {"validate": r["validate"]["key"], "shards": r["shard"]["key"], "tokenizer": r["tokenizer"]["key"],
-                "tokens": [t["key"] for t in r["pretokenize"]], "train": r["train"]["key"], "eval": r["evaluate"]["key"]}
+        lineage = {"validate": r["validate"]["key"], "shards": r["shard"]["key"], "tokenizer": r["tokenizer"]["key"],
+                   "tokens": [t["key"] for t in r["pretokenize"]], "train": r["train"]["key"],
+                   "eval": r["evaluate"]["key"]}
+        if self.base() is not None:
+            lineage["base"] = self.base().sha256
+        return lineage
 
 
 @dataclass(frozen=True)
@@ -147,20 +172,30 @@ def _files(state: RunState) -> dict[str, Any]:
     return {"files": state.files, "eval_files": state.eval_files}
 
 
+def _train_tags(state: RunState) -> dict[str, Any]:
+    """The preset and, for fine-tuning, the base model (source, registered version, sha256) as run tags."""
+    tags = {"lmcore.train.preset": state.architecture()[0]}
+    base = state.base()
+    if base is not None:
+        tags.update({f"lmcore.base.{k}": (json.dumps(v) if isinstance(v, dict) else v)
+                     for k, v in base.lineage.items()})
+    return tags
+
+
 PIPELINE: tuple[Stage, ...] = (
     Stage("validate", validate, validate.validate_task, lambda s: _files(s),
           record=lambda run, s, r: run.log_validation_report(Path(r["dir"]) / "report.json")),
     Stage("shard", shard, shard.shard_task, lambda s: {**_files(s), "validate": s.results["validate"]},
           record=lambda run, s, r: run.log_dataset({"key": r["key"], "dir": r["dir"]})),
     Stage("tokenizer", tokenizer, tokenizer.tokenizer_task,
-          lambda s: {"shards": s.results["shard"], "vocab_size": s.architecture()[1].vocab_size},
+          lambda s: {"shards": s.results["shard"], "vocab_size": s.architecture()[1].vocab_size, **s.base_params()},
           record=lambda run, s, r: run.log_tokenizer(r["dir"])),
     Stage("pretokenize", pretokenize, pretokenize.pretokenize_task,
           lambda s: {"shards": s.results["shard"], "tokenizer": s.results["tokenizer"]}, mapped=True),
     Stage("train", train, train.train_task,
           lambda s: {"tokens": s.results["pretokenize"], "tokenizer": s.results["tokenizer"],
-                     "model_config": s.architecture()[1].model_dump(mode="json")},
-          logs_into_run=True, record=lambda run, s, r: run.set_tags({"lmcore.train.preset": s.architecture()[0]})),
+                     "model_config": s.architecture()[1].model_dump(mode="json"), **s.base_params()},
+          logs_into_run=True, record=lambda run, s, r: run.set_tags(_train_tags(s))),
     Stage("evaluate", evaluate, evaluate.evaluate_task,
           lambda s: {"train": s.results["train"], "tokens": s.results["pretokenize"], "tokenizer": s.results["tokenizer"]},
           record=lambda run, s, r: run.log_eval(r["summary"])),

@@ -137,6 +137,9 @@ class ModelSection(StrictModel):
 
     config_preset: PresetChoice = "auto"
     custom: ModelOverrides = Field(default_factory=ModelOverrides)  # type: ignore[valid-type]
+    init_from: Optional[str] = Field(None, description="start from this model (fine-tuning): a local model id, "
+                                     "unique prefix or 'latest', models:/NAME@ALIAS or models:/NAME/VERSION, or a "
+                                     "Hugging Face Llama folder; the architecture and tokenizer come from it")
     attention_backend: AttentionBackend = "auto"
     document_masking: bool = True
     gradient_checkpointing: bool = False
@@ -193,6 +196,30 @@ class TokenizerConfig(StrictModel):
     chat_template: Optional[str] = Field(None, description="Jinja template; None = lmcore's built-in")
 
 
+class LoraConfig(StrictModel):
+    """``training.lora``: train low-rank adapters on frozen base weights (merged into the registered model)."""
+
+    rank: int = Field(8, ge=1, le=4096)
+    alpha: float = Field(16.0, gt=0, description="the adapter's output is scaled by alpha / rank")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on the adapter's input")
+    targets: list[str] = Field(default_factory=lambda: ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"],
+                               min_length=1, description="linear layers (by name) that get an adapter")
+
+
+class SeqLengthWarmup(StrictModel):
+    """``training.seq_length_warmup``: train on shorter sequences first ("start small, increase size")."""
+
+    start: int = Field(64, ge=64, description="sequence length at step 0 (a multiple of 64)")
+    fraction: float = Field(0.25, gt=0.0, le=1.0, description="of training over which it grows to the model's")
+
+    @field_validator("start")
+    @classmethod
+    def _multiple_of_64(cls, v: int) -> int:
+        if v % 64:
+            raise ValueError("must be a multiple of 64")
+        return v
+
+
 class TrainingConfig(StrictModel):
     """``training``: optimisation, schedule, limits, checkpoints, scale-out."""
 
@@ -228,12 +255,21 @@ class TrainingConfig(StrictModel):
     strategy: Literal["ddp", "fsdp"] = "ddp"
     sample_prompts: list[str] = Field(default_factory=lambda: ["ROMEO:", "The king"])
     sample_max_new_tokens: int = Field(48, ge=1)
+    lora: Optional[LoraConfig] = Field(None, description="low-rank adapters on a frozen base (fine-tuning)")
+    seq_length_warmup: Optional[SeqLengthWarmup] = Field(None, description="grow the packed sequence length")
+    cpu_offload: bool = Field(False, description="FSDP2 keeps parameters, gradients and optimizer state in CPU "
+                              "memory (CUDA, strategy fsdp)")
 
     @model_validator(mode="after")
     def _check_optimizer(self) -> "TrainingConfig":
         if self.optimizer == "muon" and self.strategy == "fsdp" and self.nproc_per_node > 1:
             raise ValueError("optimizer 'muon' orthogonalises whole matrices and cannot run on FSDP shards; "
                              "use strategy 'ddp' or optimizer 'adamw'")
+        if self.optimizer == "muon" and self.lora is not None:
+            raise ValueError("optimizer 'muon' is for full matrices, not low-rank adapters; use optimizer 'adamw' "
+                             "with lora")
+        if self.cpu_offload and self.strategy != "fsdp":
+            raise ValueError("cpu_offload is FSDP2's: set strategy 'fsdp' (and nproc_per_node, or run under torchrun)")
         return self
 
 

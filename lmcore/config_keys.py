@@ -8,7 +8,7 @@ sections in :mod:`lmcore.config` stay a plain list of typed fields.
 from __future__ import annotations
 
 import difflib
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, get_args
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -18,15 +18,23 @@ from lmcore.errors import ConfigError
 _RANGE_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}
 
 
+def section_of(annotation: Any) -> Optional[type[BaseModel]]:
+    """The model class of a field that is a section: ``Section`` or ``Optional[Section]``; else None."""
+    for candidate in (annotation, *get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
 def valid_keys(root: type[BaseModel], prefix: str = "") -> list[str]:
     """Every dotted key of the model tree ``root`` (sections and their fields)."""
     keys = []
     for name, field in root.model_fields.items():
         path = f"{prefix}{name}"
         keys.append(path)
-        ann = field.annotation
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
-            keys.extend(valid_keys(ann, path + "."))
+        section = section_of(field.annotation)
+        if section is not None:
+            keys.extend(valid_keys(section, path + "."))
     return keys
 
 
@@ -70,7 +78,7 @@ def allowed_range(root: type[BaseModel], path: str) -> Optional[str]:
         if not fields or part not in fields:
             return None
         field = fields[part]
-        model = field.annotation
+        model = section_of(field.annotation)
     if field is None:
         return None
     bounds = []

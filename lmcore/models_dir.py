@@ -27,7 +27,7 @@ import secrets
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from lmcore.errors import CheckpointError, ModelNotFoundError
 from lmcore.locks import FileLock, is_locked
@@ -61,8 +61,10 @@ class ModelManager:
 
     # ------------------------------------------------------------------ saving
     def save_model(self, model: Any, tokenizer: Any, metadata: dict[str, Any], optimizer: Any = None,
-                   scheduler: Any = None, model_id: str | None = None) -> str:
-        """Write a model (an ``lmcore.model.Transformer``) and its tokenizer; returns the model id."""
+                   scheduler: Any = None, model_id: str | None = None,
+                   extra_files: dict[str, Callable[[Path], None]] | None = None) -> str:
+        """Write a model (an ``lmcore.model.Transformer``) and its tokenizer; returns the model id.
+        ``extra_files`` maps a file name to a function that writes it (a LoRA adapter, say)."""
         from safetensors.torch import save_model as save_weights
 
         def write(tmp: Path) -> None:
@@ -71,6 +73,8 @@ class ModelManager:
             if tokenizer is not None:
                 tokenizer.save_pretrained(tmp)
             self._write_optim(tmp, optimizer, scheduler)
+            for name, write_file in (extra_files or {}).items():
+                write_file(tmp / name)
 
         return self._publish(write, metadata, model_id)
 

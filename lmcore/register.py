@@ -24,6 +24,27 @@ log = logging.getLogger(__name__)
 
 STAGE_VERSION = "1"  # the register stage's output layout (models/<id>/ + model.json)
 MODEL_FILE = "model.json"
+ADAPTER_WEIGHTS = "adapter.safetensors"
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+def _save_merged(manager: ModelManager, checkpoint_dir: Path, tokenizer_dir: Path, metadata: dict[str, Any],
+                 lora: dict[str, Any]) -> str:
+    """A LoRA run's model: the adapters merged into the weights (a plain model every loader takes), and
+    the adapter on its own beside it (``adapter.safetensors`` + ``adapter_config.json``)."""
+    from safetensors.torch import load_file, save_file
+
+    from lmcore.data.tokenizer import LmcoreTokenizer
+    from lmcore.model.lora import adapter_state_dict
+    from lmcore.train.checkpoint import WEIGHTS, load_model
+
+    model, _, _ = load_model(checkpoint_dir)  # merges
+    adapter = {k: v.contiguous() for k, v in adapter_state_dict(load_file(str(Path(checkpoint_dir) / WEIGHTS))).items()}
+    adapter_config = {**lora, "base": metadata.get("base"), "scale": lora["alpha"] / lora["rank"],
+                      "format": "lmcore-lora-1: W' = W + scale * lora_B @ lora_A, names of model.state_dict()"}
+    extra = {ADAPTER_WEIGHTS: lambda path: save_file(adapter, str(path)),
+             ADAPTER_CONFIG: lambda path: path.write_text(json.dumps(adapter_config, indent=2), encoding="utf-8")}
+    return manager.save_model(model, LmcoreTokenizer.load(tokenizer_dir), metadata, extra_files=extra)
 
 
 def pending(summary: dict[str, Any], tracking_enabled: bool) -> bool:
@@ -42,7 +63,13 @@ def run_register(checkpoint_dir: Path, tokenizer_dir: Path, lineage: dict[str, A
         metadata = {"name": cfg.tracking.registered_model_name, "lineage": lineage, "eval_metrics": metrics,
                     "train_summary": train_summary, "config": cfg.model_dump(mode="json"),
                     "mlflow_run_id": getattr(run, "run_id", None)}
-        model_id = manager.import_checkpoint(checkpoint_dir, tokenizer_dir, metadata)
+        if train_summary.get("base"):
+            metadata["base"] = train_summary["base"]
+        lora = json.loads((Path(checkpoint_dir) / "metadata.json").read_text(encoding="utf-8")).get("lora")
+        if lora:
+            model_id = _save_merged(manager, checkpoint_dir, tokenizer_dir, {**metadata, "lora": lora}, lora)
+        else:
+            model_id = manager.import_checkpoint(checkpoint_dir, tokenizer_dir, metadata)
     model_dir = Path(models_dir) / model_id
     registered = run.register(model_dir, lineage, metrics) if getattr(run, "run_id", None) else None
     summary = {"model_id": model_id, "model_dir": str(model_dir), "mlflow": registered}

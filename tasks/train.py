@@ -22,15 +22,21 @@ MODULE = "lmcore.train.stage"
 
 
 def inputs(p: dict[str, Any]) -> dict[str, Any]:
-    return {"tokens": [t["key"] for t in p["tokens"]], "tokenizer": p["tokenizer"]["key"]}
+    found = {"tokens": [t["key"] for t in p["tokens"]], "tokenizer": p["tokenizer"]["key"]}
+    if p.get("base"):  # fine-tuning: the base's weights are an input (a new champion reruns)
+        found["base"] = p["base"]["sha256"]
+    return found
 
 
 # Training keys that only say what to print or what evaluate samples: same weights either way.
 NOT_IN_KEY = ("log_every", "sample_prompts", "sample_max_new_tokens")
+# Keys added after the first release enter the key only when set, so existing keys stay the same.
+IN_KEY_WHEN_SET = {"lora": None, "seq_length_warmup": None, "cpu_offload": False}
 
 
 def key_config(p: dict[str, Any]) -> dict[str, Any]:
-    training = {k: v for k, v in p["config"]["training"].items() if k not in NOT_IN_KEY}
+    training = {k: v for k, v in p["config"]["training"].items()
+                if k not in NOT_IN_KEY and not (k in IN_KEY_WHEN_SET and v == IN_KEY_WHEN_SET[k])}
     return {"model": p["model_config"], "training": training, "precision": p["config"]["precision"],
             "document_masking": p["config"]["model"]["document_masking"]}
 
@@ -54,7 +60,7 @@ def figure(summary: dict[str, Any]) -> str:
 
 @task(name="train", cache_key_fn=cache_key_fn(key, STAGE), **TASK_OPTIONS)
 def train_task(tokens: list[dict[str, Any]], tokenizer: dict[str, Any], model_config: dict[str, Any],
-               config: dict[str, Any], store: str, run_id: str | None = None,
+               config: dict[str, Any], store: str, run_id: str | None = None, base: dict[str, Any] | None = None,
                refresh: bool = False, verify: bool = False) -> dict[str, Any]:
     from pathlib import Path
 
@@ -62,7 +68,7 @@ def train_task(tokens: list[dict[str, Any]], tokenizer: dict[str, Any], model_co
     run_train = lazy("lmcore.train.stage", "run_train")
     from tasks.hooks import TRAIN_CALLBACKS
 
-    params = {"tokens": tokens, "tokenizer": tokenizer, "model_config": model_config, "config": config}
+    params = {"tokens": tokens, "tokenizer": tokenizer, "model_config": model_config, "config": config, "base": base}
     cfg, model_cfg = PipelineConfig(**config), ModelConfig(**model_config)
 
     def compute(out: Path) -> dict[str, Any]:
@@ -70,8 +76,10 @@ def train_task(tokens: list[dict[str, Any]], tokenizer: dict[str, Any], model_co
 
         with PipelineTracker(cfg).resume(run_id) as run:
             callbacks = [*([run.train_callback()] if run_id else []), *TRAIN_CALLBACKS]
+            from lmcore.base_model import BaseModel
+
             return run_train(cfg, model_cfg, [Path(t["dir"]) for t in tokens], Path(tokenizer["dir"]), out,
-                             callbacks)
+                             callbacks, base=BaseModel(**base) if base else None)
 
     # Resumable: the work directory (checkpoints) outlives a kill, Ctrl-C or a divergence, and the
     # same command continues from its newest good checkpoint; --refresh train starts afresh.

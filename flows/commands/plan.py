@@ -95,6 +95,13 @@ def render_plan(cfg, console, device_type: Optional[str] = None) -> None:
     ckpt = " with gradient checkpointing" if choice.gradient_checkpointing else ""
     source = "auto picks" if cfg.model.config_preset == "auto" else "configured"
     console.print(f"[bold]{source}[/]  {choice.name}{ckpt}: {choice.reason}")
+    chosen = next(p for p in choice.plans if p.name == choice.name)
+    plain = chosen.checkpointed if choice.gradient_checkpointing else chosen.plain
+    offloaded = plain.with_cpu_offload(chosen.model)
+    console.print(f"[bold]cpu_offload[/] (training.cpu_offload, CUDA + FSDP2): {choice.name} would need "
+                  f"{offloaded.total / GiB:.1f} GiB of GPU memory instead of {plain.total / GiB:.1f} GiB, and "
+                  f"{plain.model_states / GiB:.1f} GiB of CPU memory for its weights, gradients and optimizer state"
+                  + ("" if hw.device_type == "cuda" else "; not available on this machine (no CUDA)"))
 
 
 def _count(n: float) -> str:

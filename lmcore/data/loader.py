@@ -53,6 +53,25 @@ class Batch:
                      self.targets.to(device, non_blocking=non_blocking),
                      self.doc_ids.to(device, non_blocking=non_blocking), self.num_target_tokens)
 
+    def repacked(self, seq_length: int) -> "Batch":
+        """The same tokens as rows of ``seq_length`` (progressive training): ``[B, T]`` is read row after
+        row and cut into ``B * T // seq_length`` rows; the last ``B * T % seq_length`` tokens are left out.
+
+        Windows are not contiguous in the token stream, so document ids are made distinct per window
+        before the cut: a new row that spans two windows never lets one attend to the other.
+        """
+        B, T = self.input_ids.shape
+        if seq_length >= T:
+            return self
+        rows = B * T // seq_length
+        keep = rows * seq_length
+        windows = torch.arange(B, dtype=torch.int64)[:, None] * (T + 1)
+        docs = torch.where(self.doc_ids >= 0, self.doc_ids.to(torch.int64) + windows, -1)
+        targets = self.targets.reshape(-1)[:keep].view(rows, seq_length)
+        return Batch(self.input_ids.reshape(-1)[:keep].view(rows, seq_length).contiguous(), targets.contiguous(),
+                     docs.reshape(-1)[:keep].view(rows, seq_length).to(torch.int32).contiguous(),
+                     int((targets != IGNORE_INDEX).sum()))
+
 
 def attention_doc_ids(doc_ids: torch.Tensor) -> torch.Tensor | None:
     """``doc_ids``, or None when every row lies inside one document.

@@ -39,34 +39,54 @@ UNLIMITED_LENGTH = int(1e30)  # what transformers writes for "no maximum length"
 _SPECIAL_SPLIT = re.compile("|".join(re.escape(t) for t in chat.SPECIAL_TOKENS))
 
 
+LMCORE_SPECIALS = {"bos": chat.BOS, "eos": chat.EOS, "pad": chat.PAD, "end_of_turn": chat.END_OF_TURN}
+# End-of-turn markers of other model families, for a base model's own tokenizer (Llama 3, ChatML).
+END_OF_TURN_MARKERS = (chat.END_OF_TURN, "<|eot_id|>", "<|im_end|>")
+
+
 class LmcoreTokenizer:
-    """A ``tokenizers.Tokenizer`` plus the chat template; the tokenizer every lmcore stage uses."""
+    """A ``tokenizers.Tokenizer`` plus the chat template; the tokenizer every lmcore stage uses.
+
+    ``specials`` names the bos/eos/pad/end-of-turn tokens: lmcore's own by default, a base model's
+    (``<s>``, ``</s>`` ...) when the tokenizer came with it (:meth:`load` reads them from
+    ``tokenizer_config.json``). bos and eos must exist; a missing pad is the eos, a missing
+    end-of-turn marker is the eos.
+    """
 
     def __init__(self, tokenizer: Tokenizer, chat_template: str | None = None,
-                 model_max_length: int = UNLIMITED_LENGTH):
+                 model_max_length: int = UNLIMITED_LENGTH, specials: dict[str, str] | None = None):
         self.tokenizer = tokenizer
         self.chat_template = chat_template or chat.DEFAULT_CHAT_TEMPLATE
         self.model_max_length = model_max_length
-        missing = [t for t in chat.SPECIAL_TOKENS if tokenizer.token_to_id(t) is None]
+        self.specials = {**LMCORE_SPECIALS, **(specials or {})}
+        missing = [self.specials[k] for k in ("bos", "eos") if tokenizer.token_to_id(self.specials[k]) is None]
         if missing:
             raise StoreError(f"tokenizer lacks the special tokens {missing}")
+
+    def _id(self, role: str) -> int | None:
+        return self.tokenizer.token_to_id(self.specials[role])
 
     # ------------------------------------------------------------------ ids
     @property
     def bos_id(self) -> int:
-        return self.tokenizer.token_to_id(chat.BOS)
+        return self._id("bos")
 
     @property
     def eos_id(self) -> int:
-        return self.tokenizer.token_to_id(chat.EOS)
+        return self._id("eos")
 
     @property
     def pad_id(self) -> int:
-        return self.tokenizer.token_to_id(chat.PAD)
+        found = self._id("pad")
+        return self.eos_id if found is None else found
 
     @property
     def end_of_turn_id(self) -> int:
-        return self.tokenizer.token_to_id(chat.END_OF_TURN)
+        for marker in (self.specials["end_of_turn"], *END_OF_TURN_MARKERS):
+            found = self.tokenizer.token_to_id(marker)
+            if found is not None:
+                return found
+        return self.eos_id
 
     @property
     def vocab_size(self) -> int:
@@ -74,7 +94,7 @@ class LmcoreTokenizer:
 
     @property
     def special_ids(self) -> dict[str, int]:
-        return {t: self.tokenizer.token_to_id(t) for t in chat.SPECIAL_TOKENS}
+        return {t: i for t in chat.SPECIAL_TOKENS if (i := self.tokenizer.token_to_id(t)) is not None}
 
     # ------------------------------------------------------------------ text <-> ids
     def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
@@ -111,15 +131,18 @@ class LmcoreTokenizer:
         jinja_file = directory / "chat_template.jinja"
         if template is None and jinja_file.is_file():
             template = jinja_file.read_text(encoding="utf-8")
-        return cls(read_tokenizer_file(path), template, int(config.get("model_max_length", UNLIMITED_LENGTH)))
+        specials = {role: _token_text(config.get(f"{role}_token")) for role in ("bos", "eos", "pad")}
+        return cls(read_tokenizer_file(path), template, int(config.get("model_max_length", UNLIMITED_LENGTH)),
+                   {role: text for role, text in specials.items() if text})
 
     def save_pretrained(self, directory: str | Path) -> list[str]:
         """Write the transformers-loadable folder; returns the file names written."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.tokenizer.save(str(directory / "tokenizer.json"))
-        tokens = {"bos_token": chat.BOS, "eos_token": chat.EOS, "pad_token": chat.PAD}
-        extra = [t for t in chat.SPECIAL_TOKENS if t not in tokens.values()]
+        pad = self.specials["pad"] if self._id("pad") is not None else self.specials["eos"]
+        tokens = {"bos_token": self.specials["bos"], "eos_token": self.specials["eos"], "pad_token": pad}
+        extra = [t for t in chat.SPECIAL_TOKENS if t not in tokens.values() and self.tokenizer.token_to_id(t) is not None]
         config = {
             "tokenizer_class": "PreTrainedTokenizerFast",
             **tokens,
@@ -135,6 +158,13 @@ class LmcoreTokenizer:
         special_map = {**tokens, "additional_special_tokens": extra}
         (directory / "special_tokens_map.json").write_text(json.dumps(special_map, indent=2) + "\n", encoding="utf-8")
         return ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]
+
+
+def _token_text(value) -> str | None:
+    """A special token as transformers writes it in tokenizer_config.json: a string or ``{"content": ...}``."""
+    if isinstance(value, dict):
+        value = value.get("content")
+    return value if isinstance(value, str) and value else None
 
 
 def read_tokenizer_file(path: str | Path) -> Tokenizer:
@@ -251,3 +281,21 @@ def run_train_tokenizer(shard_dir: str | Path, tok_cfg: TokenizerConfig, data_cf
     files = tok.save_pretrained(out_dir)
     return {"vocab_size": tok.vocab_size, "target_vocab_size": target, "special_tokens": tok.special_ids,
             "sample_records": stats["records"], "sample_utf8_bytes": stats["utf8_bytes"], "files": files}
+
+
+def run_copy_tokenizer(base_dir: str | Path, tok_cfg: TokenizerConfig, model_vocab_size: int,
+                       out_dir: str | Path) -> dict[str, Any]:
+    """Stage ``tokenizer`` for a fine-tuning run: the base model's own tokenizer, trained on nothing.
+
+    The base's tokenizer files are loaded (which checks them) and saved again; a configured
+    ``tokenizer.chat_template`` replaces the base's. A tokenizer with more tokens than the model's
+    embedding has rows is an error.
+    """
+    tok = LmcoreTokenizer.load(base_dir)
+    if tok_cfg.chat_template:
+        tok.chat_template = tok_cfg.chat_template
+    if tok.vocab_size > model_vocab_size:
+        raise StoreError(f"{Path(base_dir) / 'tokenizer.json'}: the base's tokenizer has {tok.vocab_size} tokens, "
+                         f"its model {model_vocab_size} embedding rows")
+    files = tok.save_pretrained(out_dir)
+    return {"vocab_size": tok.vocab_size, "source": str(base_dir), "special_tokens": tok.special_ids, "files": files}

@@ -82,8 +82,9 @@ def _has_token(name: str, pattern: str) -> bool:
 def measure_cpu_matmul_peak(dtype: str | torch.dtype = "fp32", seconds: float = 0.5, size: int = 1024) -> float:
     """Measured FLOP/s of square ``size`` matmuls on the CPU for about ``seconds``."""
     dt = _torch_dtype(dtype)
-    a = torch.randn(size, size).to(dt)
-    b = torch.randn(size, size).to(dt)
+    generator = torch.Generator().manual_seed(0)  # its own: a training run's RNG state must not move
+    a = torch.randn(size, size, generator=generator).to(dt)
+    b = torch.randn(size, size, generator=generator).to(dt)
     torch.mm(a, b)  # warm-up: thread pool, packing buffers
     flops_per = 2 * size ** 3
     count = 0

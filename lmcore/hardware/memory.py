@@ -68,6 +68,16 @@ class MemoryEstimate:
         """Everything that does not scale with batch or sequence length."""
         return self.weights + self.gradients + self.optimizer
 
+    def with_cpu_offload(self, model_cfg: ModelConfig) -> "MemoryEstimate":
+        """The GPU's share under FSDP2's CPU offload: weights, gradients and optimizer state move to CPU
+        memory, and the GPU holds about two blocks' gathered weights (the one computing, the next one
+        prefetched) besides the activations and logits. :attr:`model_states` of ``self`` is what the
+        CPU then holds."""
+        per_param = self.weights / max(1, self.parameters)
+        block = (self.parameters - model_cfg.vocab_size * model_cfg.hidden_size) / max(1, model_cfg.num_layers)
+        return MemoryEstimate(self.parameters, int(2 * block * per_param), 0, 0, self.activations, self.logits,
+                              self.dtype, self.gradient_checkpointing)
+
     def as_gib(self) -> dict[str, float]:
         return {k: round(getattr(self, k) / GiB, 2)
                 for k in ("weights", "gradients", "optimizer", "activations", "logits", "total")}

@@ -209,7 +209,7 @@ def load_hf(path: str | Path, dtype: Optional[torch.dtype] = None, device: str |
     if not config_path.is_file():
         raise CheckpointError("no config.json: not a Hugging Face model folder", path=str(folder))
     cfg = from_hf_config(json.loads(config_path.read_text(encoding="utf-8")), source=str(config_path))
-    hf_state = _read_safetensors(folder)
+    hf_state = read_safetensors(folder)
     state = from_hf_state_dict(hf_state, cfg, source=str(folder))
     with torch.device("meta"):
         model = Transformer(cfg)
@@ -218,17 +218,21 @@ def load_hf(path: str | Path, dtype: Optional[torch.dtype] = None, device: str |
     return model.eval()
 
 
-def _read_safetensors(folder: Path) -> dict[str, torch.Tensor]:
+def weight_files(folder: Path) -> list[Path]:
+    """The safetensors files of a transformers folder (one file, or the shards its index names)."""
+    folder = Path(folder)
     if (folder / WEIGHTS_NAME).is_file():
-        files = [folder / WEIGHTS_NAME]
-    elif (folder / INDEX_NAME).is_file():
+        return [folder / WEIGHTS_NAME]
+    if (folder / INDEX_NAME).is_file():
         index = json.loads((folder / INDEX_NAME).read_text(encoding="utf-8"))
-        files = [folder / name for name in sorted(set(index["weight_map"].values()))]
-    else:
-        raise CheckpointError(f"no {WEIGHTS_NAME} or {INDEX_NAME} (only safetensors weights are read)",
-                              path=str(folder))
+        return [folder / name for name in sorted(set(index["weight_map"].values()))]
+    raise CheckpointError(f"no {WEIGHTS_NAME} or {INDEX_NAME} (only safetensors weights are read)", path=str(folder))
+
+
+def read_safetensors(folder: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a transformers folder, under its Hugging Face names."""
     tensors: dict[str, torch.Tensor] = {}
-    for file in files:
+    for file in weight_files(folder):
         with safe_open(str(file), framework="pt") as f:
             for key in f.keys():
                 tensors[key] = f.get_tensor(key)

@@ -22,6 +22,7 @@ compare-and-set, so that race is accepted and documented.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import tempfile
@@ -123,6 +124,10 @@ def _create_version(run, model_dir: Path, lineage: dict[str, Any], bpb: float | 
         if run_tags.get(run_tag) and version_tag not in tags:
             tags[version_tag] = run_tags[run_tag]
     tags["lmcore.model_dir"] = str(Path(model_dir).resolve())
+    base = json.loads((Path(model_dir) / "metadata.json").read_text(encoding="utf-8")).get("base") \
+        if (Path(model_dir) / "metadata.json").is_file() else None
+    for field, value in (base or {}).items():  # fine-tuned: where it started (source, version, sha256)
+        tags[f"lmcore.base_{field}"] = json.dumps(value) if isinstance(value, dict) else str(value)
     if bpb is not None:
         tags[BPB_TAG] = repr(bpb)
     # other eval figures stay on the run (metrics): the registry page lists every version tag

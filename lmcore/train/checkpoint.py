@@ -193,6 +193,10 @@ def load_weights(ckpt_dir: Path, model: torch.nn.Module, verify: bool = True) ->
         tensors = load_file(str(path))
     except Exception as exc:
         raise CheckpointError(f"cannot read safetensors: {exc}", path=str(path)) from None
+    _load_strict(model, tensors, path)
+
+
+def _load_strict(model: torch.nn.Module, tensors: dict, path: Path) -> None:
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     if missing or unexpected:
         raise CheckpointError(f"weights do not fit the model (missing {missing[:5]}, unexpected {unexpected[:5]})",
@@ -220,14 +224,24 @@ def load_model_config(ckpt_dir: Path):
 
 
 def load_model(ckpt_dir: Path, device: torch.device | str = "cpu"):
-    """``(Transformer, ModelConfig, metadata)`` from a verified checkpoint directory (eval mode)."""
+    """``(Transformer, ModelConfig, metadata)`` from a verified checkpoint directory (eval mode).
+
+    A checkpoint of a LoRA run (``metadata["lora"]``) comes back as a plain model with the adapters
+    merged into its weights.
+    """
     from lmcore.model import Transformer
 
     ckpt_dir = Path(ckpt_dir)
     meta = verify_checkpoint(ckpt_dir)
     model_cfg = load_model_config(ckpt_dir)
     model = Transformer(model_cfg)
-    load_weights(ckpt_dir, model, verify=False)
+    if meta.get("lora"):
+        from lmcore.model.lora import merged_state_dict
+
+        tensors = merged_state_dict(load_file(str(ckpt_dir / WEIGHTS)), meta["lora"])
+        _load_strict(model, tensors, ckpt_dir / WEIGHTS)
+    else:
+        load_weights(ckpt_dir, model, verify=False)
     model.to(device).eval()
     return model, model_cfg, meta
 

@@ -71,9 +71,11 @@ class DistributedContext(DistContext):
     backend: Optional[str] = None
 
     @classmethod
-    def from_env(cls, device_type: Optional[str] = None, timeout_s: float = 600.0) -> "DistributedContext":
+    def from_env(cls, device_type: Optional[str] = None, timeout_s: float = 600.0,
+                 group_of_one: bool = False) -> "DistributedContext":
         """Read RANK/WORLD_SIZE/LOCAL_RANK, pick the device, and init the process group
-        (nccl on CUDA, gloo on CPU). Outside torchrun, or with one process, no group is made."""
+        (nccl on CUDA, gloo on CPU). Outside torchrun, or with one process, no group is made
+        (unless ``group_of_one``: FSDP2 with CPU offload on a single GPU needs one)."""
         rank = int(os.environ.get("RANK", 0))
         world = int(os.environ.get("WORLD_SIZE", 1))
         local = int(os.environ.get("LOCAL_RANK", 0))
@@ -84,7 +86,7 @@ class DistributedContext(DistContext):
         else:
             device = torch.device(kind)
         ctx = cls(rank=rank, world_size=world, local_rank=local, device=device)
-        if world > 1:
+        if world > 1 or group_of_one:
             ctx.backend = "nccl" if kind == "cuda" else "gloo"
             if not dist.is_initialized():
                 kwargs = {"device_id": device} if kind == "cuda" else {}
@@ -121,15 +123,21 @@ class DistributedContext(DistContext):
 
 def init_context(cfg=None) -> DistContext:
     """This process's context: a :class:`DistributedContext` under torchrun with more than one
-    process, the single-process context otherwise."""
-    if inside_torchrun() and int(os.environ["WORLD_SIZE"]) > 1:
-        return DistributedContext.from_env()
+    process (or with ``training.cpu_offload``, which shards with FSDP2 even on one GPU), the
+    single-process context otherwise."""
+    offload = cpu_offload(cfg)
+    if inside_torchrun() and (int(os.environ["WORLD_SIZE"]) > 1 or offload):
+        return DistributedContext.from_env(group_of_one=offload)
     return single_process_context()
+
+
+def cpu_offload(cfg) -> bool:
+    return bool(cfg is not None and not isinstance(cfg, str) and cfg.training.cpu_offload)
 
 
 def wrap_for_training(model: nn.Module, cfg, ctx: DistContext) -> nn.Module:
     """The model as the trainer calls it: DDP/FSDP across processes (:func:`wrap_model`), else itself."""
-    return model if ctx.world_size == 1 else wrap_model(model, cfg, ctx)
+    return model if ctx.world_size == 1 and not cpu_offload(cfg) else wrap_model(model, cfg, ctx)
 
 
 # --------------------------------------------------------------------------- wrapping
@@ -144,7 +152,8 @@ def wrap_model(model: nn.Module, strategy, ctx: DistContext, param_dtype: Option
     gathered parameters (None: keep fp32 and let autocast cast per op, as the trainer does).
     """
     name = strategy if isinstance(strategy, str) else strategy.training.strategy
-    if ctx.world_size == 1:
+    offload = cpu_offload(strategy)
+    if ctx.world_size == 1 and not offload:
         return model
     if name == "ddp":
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -158,6 +167,10 @@ def wrap_model(model: nn.Module, strategy, ctx: DistContext, param_dtype: Option
         kwargs = {}
         if param_dtype is not None:
             kwargs["mp_policy"] = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
+        if offload:  # parameters, gradients and optimizer state live in CPU memory; a block at a time on the GPU
+            from torch.distributed.fsdp import CPUOffloadPolicy
+
+            kwargs["offload_policy"] = CPUOffloadPolicy()
         for block in transformer_blocks(model):
             fully_shard(block, **kwargs)
         fully_shard(model, **kwargs)

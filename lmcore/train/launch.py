@@ -18,6 +18,7 @@ second signal kills the whole torchrun process group at once.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -38,7 +39,7 @@ EVENT_PREFIX = "@@lmcore-event "
 
 
 def run_train_multiprocess(cfg, model_cfg, token_dirs, tokenizer_dir, out_dir, callbacks: Iterable = (),
-                           resume_from=None, nproc_per_node: Optional[int] = None) -> dict:
+                           resume_from=None, nproc_per_node: Optional[int] = None, base=None) -> dict:
     """Run ``lmcore.train.stage.run_train`` in ``training.nproc_per_node`` torchrun processes;
     relay rank 0's callback events to ``callbacks``; return its summary."""
     nproc = int(nproc_per_node or cfg.training.nproc_per_node)
@@ -62,7 +63,8 @@ def run_train_multiprocess(cfg, model_cfg, token_dirs, tokenizer_dir, out_dir, c
         spec.write_text(json.dumps({
             "cfg": cfg.model_dump(mode="json"), "model_cfg": model_cfg.model_dump(mode="json"),
             "token_dirs": [str(d) for d in token_dirs], "tokenizer_dir": str(tokenizer_dir) if tokenizer_dir else None,
-            "out_dir": str(out_dir), "resume_from": str(resume_from) if resume_from else None}))
+            "out_dir": str(out_dir), "resume_from": str(resume_from) if resume_from else None,
+            "base": dataclasses.asdict(base) if base is not None else None}))
         stop_file = Path(out_dir) / interrupt.STOP_FILE
         stop_file.unlink(missing_ok=True)
         group: dict[str, int] = {}

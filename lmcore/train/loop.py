@@ -28,7 +28,7 @@ from lmcore.hardware.flops import device_peak_flops, mfu, model_flops_per_token
 from lmcore.train import checkpoint as ckpt
 from lmcore.train import interrupt
 from lmcore.train.callbacks import CallbackList
-from lmcore.train.schedules import ScheduleSpec, lr_multiplier, run_progress
+from lmcore.train.schedules import ScheduleSpec, lr_multiplier, run_progress, seq_length_at
 from lmcore.train.trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -112,13 +112,16 @@ def _fit(trainer: Trainer, model_cfg, train_loader, eval_loader, out_dir: Path, 
     tokens_per_step = t.batch_size * seq * accum * ctx.world_size
     total_steps = estimate_total_steps(t, len(train_loader), tokens_per_step)
     spec = ScheduleSpec.from_training(t)
+    warmup = t.seq_length_warmup
     flops_tok = model_flops_per_token(model_cfg, seq)
     peak = device_peak_flops(trainer.device, trainer.precision.name)
     batches = _Batches(train_loader, trainer, t.max_epochs, loader_state)
     start_step = progress.step
     resumed = _relative(resumed_from, out_dir)
+    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     emit("on_train_start", {"total_steps": total_steps, "start_step": start_step, "tokens_per_step": tokens_per_step,
-                            "parameters": model_cfg.num_parameters(), "precision": trainer.precision.name,
+                            "parameters": model_cfg.num_parameters(), "trainable_parameters": trainable,
+                            "precision": trainer.precision.name,
                             "device": str(trainer.device), "world_size": ctx.world_size, "resumed_from": resumed})
 
     session_start = time.perf_counter()
@@ -155,6 +158,9 @@ def _fit(trainer: Trainer, model_cfg, train_loader, eval_loader, out_dir: Path, 
             break
         frac = run_progress(progress.step, total_steps, elapsed(), t.max_time)
         lr = t.learning_rate * lr_multiplier(spec, frac, progress.step, total_steps)
+        if warmup is not None:  # progressive training: shorter rows early on, the same tokens
+            length = seq_length_at(frac, seq, warmup.start, warmup.fraction)
+            group = [b.repacked(length) for b in group]
         local_stop = interrupt.stop_requested() or (interrupt.stop_file_requested(stop_file) if ctx.is_main else None)
         result = trainer.train_step(group, lr, stop=local_stop is not None)
         group_tokens = sum(b.input_ids.numel() for b in group) * ctx.world_size
@@ -200,6 +206,8 @@ def _fit(trainer: Trainer, model_cfg, train_loader, eval_loader, out_dir: Path, 
                             "mfu": mfu(tps / ctx.world_size, flops_tok, peak), "tokens_seen": progress.tokens_seen,
                             "epoch": progress.epoch, "step": step,
                             "data_wait_fraction": wait / window["t"] if window["t"] > 0 else 0.0}
+            if warmup is not None:
+                last_metrics["seq_length"] = group[0].input_ids.shape[1]
             emit("on_log", step, last_metrics)
             window = {"t": 0.0, "tokens": 0, "losses": [], "wait": batches.wait_s}
 
@@ -232,6 +240,7 @@ def _fit(trainer: Trainer, model_cfg, train_loader, eval_loader, out_dir: Path, 
         "data_wait_fraction": batches.wait_s / session_train_s if session_train_s > 0 else 0.0,
         "elapsed_s": progress.elapsed_s, "skipped_steps": progress.skipped_steps, "stopped_by": stopped_by,
         "precision": trainer.precision.name, "checkpoint": FINAL, "resumed_from": resumed,
+        "trainable_parameters": trainable,
         "compile_failed": bool(getattr(trainer.train_model, "compile_failed", False)),
     }
     final_dir = out_dir / FINAL

@@ -94,3 +94,15 @@ def run_progress(step: int, total_steps: Optional[int], elapsed_s: float = 0.0,
     if max_time_s:
         fractions.append(elapsed_s / max_time_s)
     return min(max(fractions), 1.0) if fractions else 0.0
+
+
+SEQ_LENGTH_STEP = 64
+
+
+def seq_length_at(progress: float, full: int, start: Optional[int], fraction: float) -> int:
+    """Packed sequence length at run ``progress`` under ``training.seq_length_warmup``: from ``start``
+    up to ``full`` over the first ``fraction`` of the run, in steps of 64 (``full`` itself at the end)."""
+    if not start or start >= full:
+        return full
+    grown = (full - start) * min(progress / fraction, 1.0)
+    return min(full, start + SEQ_LENGTH_STEP * int(grown // SEQ_LENGTH_STEP))

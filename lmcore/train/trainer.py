@@ -86,7 +86,8 @@ class Trainer:
         self.model.train()
         self.precision = resolve_precision(cfg.precision, self.device)
         self.train_model = maybe_compile(wrap_for_training(self.model, cfg, self.ctx), cfg.precision)
-        self.optimizer = build_optimizer(self.model, cfg.training, self.device)
+        # CPU offload: the optimizer steps on the CPU copies of the parameters
+        self.optimizer = build_optimizer(self.model, cfg.training, "cpu" if cfg.training.cpu_offload else self.device)
         self.scaler = self.precision.grad_scaler()
         self.progress = TrainProgress()
 
@@ -168,6 +169,8 @@ class Trainer:
         """Write a checkpoint. Under FSDP every rank calls this (the full state is gathered) and
         only rank 0 writes; other ranks get None."""
         meta = {"step": self.progress.step, "tokens_seen": self.progress.tokens_seen, "epoch": self.progress.epoch}
+        if self.cfg.training.lora is not None:  # the weights hold adapters: loaders merge them
+            meta["lora"] = self.cfg.training.lora.model_dump(mode="json")
         meta.update(metadata or {})
         model, optimizer = self.model, self.optimizer
         if self.sharded:

@@ -10,6 +10,7 @@ import json
 import sys
 from pathlib import Path
 
+from lmcore.base_model import BaseModel
 from lmcore.config import ModelConfig, PipelineConfig
 from lmcore.train.distributed import destroy_process_group
 from lmcore.train.launch import EventPrinter
@@ -24,7 +25,8 @@ def main(argv: list[str]) -> int:
     try:
         run_train(cfg, model_cfg, [Path(d) for d in spec["token_dirs"]],
                   Path(spec["tokenizer_dir"]) if spec["tokenizer_dir"] else None, Path(spec["out_dir"]),
-                  [EventPrinter()], resume_from=Path(spec["resume_from"]) if spec["resume_from"] else None)
+                  [EventPrinter()], resume_from=Path(spec["resume_from"]) if spec["resume_from"] else None,
+                  base=BaseModel(**spec["base"]) if spec.get("base") else None)
     finally:
         destroy_process_group()
     return 0

@@ -286,3 +286,14 @@ def test_mfu_is_achieved_over_peak_and_none_without_a_peak():
     fpt = model_flops_per_token(m, 1024)
     assert mfu(1000.0, fpt, fpt * 2000.0) == pytest.approx(0.5)
     assert mfu(1000.0, fpt, None) is None
+
+
+def test_measuring_the_cpu_peak_leaves_the_global_rng_alone():
+    """The trainer measures it once per process, after seeding: it must not shift a run's random stream
+    (it did, so the first run of a process drew other dropout masks than a resumed one)."""
+    import torch
+
+    torch.manual_seed(3)
+    before = torch.get_rng_state()
+    measure_cpu_matmul_peak("fp32", seconds=0.01, size=64)
+    assert torch.equal(torch.get_rng_state(), before)
