@@ -12,7 +12,9 @@ network, no installs; it needs torch with CUDA plus pydantic and pyyaml (for
    trained on random tokens in bf16 with ``torch.compile``: tokens/s, MFU, peak memory
    (and the estimate from ``lmcore.hardware`` next to it);
 5. the same in fp16 with a GradScaler (eager, fewer steps);
-6. with flash-attn installed, bf16 + compile again with ``attention_backend=flash``.
+6. with flash-attn installed, bf16 + compile again with ``attention_backend=flash``;
+7. with ``--cpu-offload``, ``training.cpu_offload`` (FSDP2's CPUOffloadPolicy in a process group of
+   one): peak GPU memory with and without it, next to lmcore's estimate.
 
 The training step is lmcore's real one (``lmcore.train.trainer.Trainer.train_step``: forward
 under autocast, token-summed cross-entropy, backward, clipping, fused AdamW) when that
@@ -216,6 +218,52 @@ def attention_agreement(device: torch.device, tiny: bool, flash: bool) -> dict:
     return result
 
 
+def cpu_offload_check(shape: dict, batch: int, steps: int, device: torch.device) -> dict:
+    """training.cpu_offload: a few real Trainer steps with FSDP2's CPUOffloadPolicy in a process group of
+    one, against the same steps without it: peak GPU memory of each, loss finite, and the estimate."""
+    section("cpu_offload: FSDP2 CPUOffloadPolicy (one GPU), peak memory against no offload")
+    if device.type != "cuda":
+        log("skipped: CPU offload moves GPU memory to the CPU; there is no GPU here")
+        return {"skipped": "no GPU"}
+    import os
+    import socket
+
+    import torch.distributed as dist
+
+    from lmcore.train.distributed import DistributedContext
+    from lmcore.train.trainer import Trainer
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    result = {}
+    model_cfg = ModelConfig(**shape)
+    for offload in (False, True):
+        cfg = PipelineConfig.from_dict({"precision": {"dtype": "bf16"}, "training": {
+            "learning_rate": 1e-4, "strategy": "fsdp", "cpu_offload": offload}})
+        ctx = DistributedContext.from_env(group_of_one=True)
+        torch.manual_seed(0)
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        trainer = Trainer(Transformer(model_cfg).to(device), cfg, ctx)
+        gen = torch.Generator().manual_seed(1)
+        losses = [trainer.train_step([RandomBatch(batch, model_cfg.seq_length, model_cfg.vocab_size, device, gen)],
+                                     1e-4).loss for _ in range(steps)]
+        torch.cuda.synchronize()
+        key = "offload" if offload else "no_offload"
+        result[key] = {"peak_memory_gib": round(torch.cuda.max_memory_allocated() / GiB, 2),
+                       "finite": all(math.isfinite(x) for x in losses)}
+        log(f"{key:>10}: peak {result[key]['peak_memory_gib']} GiB, loss finite {result[key]['finite']}")
+        del trainer
+    est = estimate_training_memory(model_cfg, batch, model_cfg.seq_length, "bf16")
+    result["estimated_gib"] = {"no_offload": round(est.total / GiB, 2),
+                               "offload": round(est.with_cpu_offload(model_cfg).total / GiB, 2)}
+    log(f"  estimate: {result['estimated_gib']}")
+    dist.destroy_process_group()
+    return result
+
+
 def auto_preset(hw) -> dict:
     section("auto preset")
     choice = choose(PipelineConfig(), hw)
@@ -241,6 +289,7 @@ def main(argv=None) -> int:
     ap.add_argument("--docs-per-row", type=int, default=2, choices=[1, 2, 3, 4],
                     help="packed documents per row: 2 (default) masks them, 1 is plain causal attention")
     ap.add_argument("--skip-fp16", action="store_true", help="skip the fp16 + GradScaler run")
+    ap.add_argument("--cpu-offload", action="store_true", help="also check training.cpu_offload (FSDP2, one GPU)")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     args = ap.parse_args(argv)
 
@@ -292,6 +341,8 @@ def main(argv=None) -> int:
         runs.append(train_benchmark("gpt2-small", shape, "bf16", compile_, batch, warmup, steps, device,
                                     peak_bf16, backend="flash", docs_per_row=docs, compile_mode=args.compile_mode))
     report["runs"] = runs
+    if args.cpu_offload:
+        report["cpu_offload"] = cpu_offload_check(shape, batch, max(2, steps // 5), device)
     report["total_s"] = round(time.perf_counter() - started, 1)
 
     section("summary")
@@ -308,7 +359,9 @@ def main(argv=None) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2, default=str))
         log(f"figures written to {args.json}")
-    ok = report["attention"]["agree"] and all(r["finite"] for r in runs)
+    offload = report.get("cpu_offload", {})
+    ok = report["attention"]["agree"] and all(r["finite"] for r in runs) and all(
+        v.get("finite", True) for v in offload.values() if isinstance(v, dict))
     return 0 if ok else 1
 
 
