@@ -131,13 +131,17 @@ def test_sigkill_anywhere_then_the_same_command_finishes_with_one_model_and_one_
 
 def test_a_second_run_never_touches_a_live_runs_work_even_aged_seven_hours(tmp_path, prefect_home):
     ws = make_workspace(tmp_path, prefect_home, tracking=False)
-    first = ws.start(LMCORE_TEST_STEP_SLEEP="0.15")  # training outlasts the second run
+    first = ws.start(LMCORE_TEST_STEP_SLEEP="0.01")
     wait_for(lambda: any(checkpoint_steps(w) for w in ws.work_dirs()), first, what="the first checkpoint")
+    first.send_signal(signal.SIGSTOP)  # alive (its lock held) but frozen for as long as the second run takes
     [work] = ws.work_dirs()
     seven_hours_ago = time.time() - 7 * 3600
     for path in [work, *work.rglob("*")]:
         os.utime(path, (seven_hours_ago, seven_hours_ago))
-    second = ws.run("--set", "training.learning_rate=1e-3")  # another train key, same store, same stage folder
+    try:
+        second = ws.run("--set", "training.learning_rate=1e-3")  # another train key, same store and stage folder
+    finally:
+        first.send_signal(signal.SIGCONT)
     assert second.returncode == 0, second.stderr
     assert work.is_dir() and checkpoint_steps(work)
     out, err = first.communicate(timeout=240)
