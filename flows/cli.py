@@ -45,8 +45,21 @@ def _register_commands() -> None:
             register(app)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        import lmcore
+
+        typer.echo(f"lmcore {lmcore.__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print lmcore's version and exit."),
+    debug: bool = typer.Option(False, "--debug", help="Print full tracebacks on errors (they are always in the "
+                               "log file the error names)."),
+) -> None:
     """Train LLaMA-style language models from raw JSONL with cached Prefect flows."""
 
 
@@ -84,18 +97,40 @@ def _interrupted(args: list[str], signum: int) -> int:
     return 128 + signum
 
 
+def _report(exc: BaseException, debug: bool) -> None:
+    """The error in one line (what and where: the file, key or stage), then where the full traceback is."""
+    from flows.run_logs import current_log_file, log_exception
+
+    message = str(exc) if isinstance(exc, LmcoreError) else f"{type(exc).__name__}: {exc}"
+    first, _, rest = message.partition("\n")
+    err_console.print(f"[bold red]error:[/] {first}", highlight=False)
+    if rest and isinstance(exc, LmcoreError):  # e.g. a torchrun child's output tail
+        err_console.print(rest, highlight=False)
+    if debug:
+        import traceback
+
+        err_console.print("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)), highlight=False,
+                          markup=False)
+    if not isinstance(exc, LmcoreError) or current_log_file() is not None:
+        err_console.print(f"full log: {log_exception(exc)}", highlight=False)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point; returns the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    if debug:  # accepted anywhere on the line, not only before the command
+        args = ["--debug"] + [a for a in args if a != "--debug"]
     _register_commands()
     previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     _install_signal_handlers()
     try:
         app(args=args, prog_name="lmcore")  # standalone: click prints usage errors and exits 2
     except LmcoreError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        _report(exc, debug)
         if getattr(exc, "signum", None):
-            err_console.print(f"resume with: {resume_command(args)}", highlight=False)
+            err_console.print(f"resume with: {resume_command([a for a in args if a != '--debug'])}",
+                              highlight=False)
         return exc.exit_code
     except KeyboardInterrupt:
         return _interrupted(args, signal.SIGINT)
@@ -104,6 +139,9 @@ def main(argv: list[str] | None = None) -> int:
         if code in (128 + signal.SIGINT, 128 + signal.SIGTERM):  # typer turns Ctrl-C into Exit(130)
             return _interrupted(args, code - 128)
         return code
+    except Exception as exc:  # a bug or an unforeseen failure: one line, the traceback in the log file
+        _report(exc, debug)
+        return 1
     except BaseException as exc:  # Prefect's TerminationSignal (SIGTERM during a flow) carries .signal
         signum = getattr(exc, "signal", None)
         if signum is None:

@@ -16,7 +16,10 @@ environment always wins):
   is exceeded on a loaded 2-core machine);
 * quiet console (``quiet=True``, used by the CLI): Prefect's console *handler*
   at WARNING (not ``PREFECT_LOGGING_LEVEL``, which would also drop INFO lines
-  before the API handler): task log lines still reach the Prefect API and UI.
+  before the API handler): task log lines still reach the Prefect API and UI;
+* lmcore's loggers at INFO and attached to Prefect's API handler
+  (``PREFECT_LOGGING_EXTRA_LOGGERS=lmcore``): the per-step training lines and the
+  store's warnings are in the task logs.
 """
 
 from __future__ import annotations
@@ -33,6 +36,10 @@ DEFAULTS = {
     "TOKENIZERS_PARALLELISM": "true",
     "HF_HUB_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",
+    # lmcore's own log lines (per-step training lines, store warnings) reach Prefect's API: the task logs
+    "PREFECT_LOGGING_EXTRA_LOGGERS": "lmcore",
+    # ... and outside a flow run (the library used directly) they are simply not sent, without a warning
+    "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
 }
 QUIET = {
     # The console handler, not the loggers: INFO task lines still go to the API handler.
@@ -52,6 +59,10 @@ def configure(quiet: bool = False, workdir: str | Path | None = None) -> Path:
     os.environ["PREFECT_HOME"] = home
     for name, value in DEFAULTS.items():
         os.environ.setdefault(name, value)
+    import logging
+
+    if logging.getLogger("lmcore").level == logging.NOTSET:
+        logging.getLogger("lmcore").setLevel(logging.INFO)  # INFO reaches the API and the log file
     if quiet:
         import warnings
 

@@ -225,9 +225,9 @@ class TrainingConfig(StrictModel):
 
     batch_size: int = Field(8, ge=1, description="micro-batch sequences per device")
     gradient_accumulation_steps: int = Field(1, ge=1)
-    max_epochs: int = Field(1, ge=1)
-    max_steps: Optional[int] = Field(None, ge=1)
-    max_tokens: Optional[int] = Field(None, ge=1)
+    max_epochs: int = Field(1, ge=1, description="passes over the data; ignored when max_steps or max_tokens is set")
+    max_steps: Optional[int] = Field(None, ge=1, description="updates; wins over max_epochs (the data repeats)")
+    max_tokens: Optional[int] = Field(None, ge=1, description="input tokens; wins over max_epochs")
     max_time: Optional[float] = Field(None, gt=0, description="wall-clock budget in seconds")
     learning_rate: float = Field(3e-4, gt=0, le=1.0)
     min_lr_ratio: float = Field(0.1, ge=0.0, le=1.0)
@@ -426,6 +426,14 @@ class PipelineConfig(StrictModel):
 
         walk("", self.model_dump(mode="json"))
         return out
+
+    @model_validator(mode="after")
+    def _architecture_builds(self) -> "PipelineConfig":
+        """A preset plus ``model.custom`` that cannot build a model is an error now, not after the data
+        stages (``auto`` is resolved against the hardware later; a fine-tuning run takes its base's)."""
+        if self.model.config_preset != "auto" and self.model.init_from is None:
+            self.model.resolve()
+        return self
 
     def tracking_uri(self) -> str:
         """MLflow tracking URI: env MLFLOW_TRACKING_URI > tracking.uri > SQLite under paths.mlflow."""

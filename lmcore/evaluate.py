@@ -69,8 +69,9 @@ def sample_generations(model, tokenizer_dir: Path, prompts: list[str], max_new_t
 
 
 def run_evaluate(checkpoint_dir: Path, token_dirs: list[Path], tokenizer_dir: Optional[Path], cfg,
-                 out_dir: Path) -> dict:
-    """Evaluate ``checkpoint_dir`` on the eval split of ``token_dirs``; write ``out_dir/metrics.json``."""
+                 out_dir: Path, progress=None) -> dict:
+    """Evaluate ``checkpoint_dir`` on the eval split of ``token_dirs``; write ``out_dir/metrics.json``.
+    ``progress(batches_done, batches)`` follows the scoring pass."""
     from lmcore.data.loader import PackedLoader
 
     out_dir = Path(out_dir)
@@ -89,7 +90,7 @@ def run_evaluate(checkpoint_dir: Path, token_dirs: list[Path], tokenizer_dir: Op
         loader = None
     if loader is not None:
         start = time.perf_counter()
-        nats, targets, tokens = loss_totals(model, loader, precision, device)
+        nats, targets, tokens = loss_totals(model, loader, precision, device, progress=progress)
         seconds = time.perf_counter() - start
         loss = nats / targets if targets else float("nan")
         tps = tokens / seconds if seconds > 0 else 0.0

@@ -47,12 +47,14 @@ def evaluate_task(train: dict[str, Any], tokens: list[dict[str, Any]], tokenizer
     from pathlib import Path
 
     from lmcore.config import PipelineConfig
+    from tasks.hooks import progress_for
+
     run_evaluate = lazy("lmcore.evaluate", "run_evaluate")
 
     params = {"train": train, "tokens": tokens, "tokenizer": tokenizer, "config": config}
     cfg = PipelineConfig(**config)
     return build(STAGE, store, key(params),
                  lambda out: run_evaluate(Path(train["dir"]) / FINAL, [Path(t["dir"]) for t in tokens],
-                                          Path(tokenizer["dir"]), cfg, out),
+                                          Path(tokenizer["dir"]), cfg, out, progress=progress_for("evaluate")),
                  inputs=inputs(params), config=key_config(params), code_version=stage_version(MODULE),
                  refresh=refresh, verify=verify, figure=figure)

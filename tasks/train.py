@@ -48,7 +48,7 @@ def key(p: dict[str, Any]) -> str:
 def figure(summary: dict[str, Any]) -> str:
     parts = []
     if isinstance(summary.get("steps"), int):
-        parts.append(f"{summary['steps']:,} steps")
+        parts.append(f"{summary['steps']:,} steps" + (f" ({summary['stopped_by']})" if summary.get("stopped_by") else ""))
     if isinstance(summary.get("final_loss"), (int, float)):
         parts.append(f"loss {summary['final_loss']:.3f}")
     if isinstance(summary.get("tokens_per_sec"), (int, float)):
@@ -74,8 +74,11 @@ def train_task(tokens: list[dict[str, Any]], tokenizer: dict[str, Any], model_co
     def compute(out: Path) -> dict[str, Any]:
         from lmcore.tracking.run import PipelineTracker
 
+        from lmcore.train.callbacks import LoggingCallback
+
         with PipelineTracker(cfg).resume(run_id) as run:
-            callbacks = [*([run.train_callback()] if run_id else []), *TRAIN_CALLBACKS]
+            # LoggingCallback: one line per logged step in the task's log (Prefect UI, log file)
+            callbacks = [LoggingCallback(), *([run.train_callback()] if run_id else []), *TRAIN_CALLBACKS]
             from lmcore.base_model import BaseModel
 
             return run_train(cfg, model_cfg, [Path(t["dir"]) for t in tokens], Path(tokenizer["dir"]), out,

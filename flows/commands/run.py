@@ -29,9 +29,12 @@ def run_flow(make_call: Callable[[], Callable[[], dict]], console) -> dict:
     for the CLI to turn into an exit code.
     """
     from flows.prefect_api import PrefectApi
+    from flows.run_logs import quiet_console, start_log_file
 
     with PrefectApi(status=lambda message: console.print(f"[dim]{message}[/]")) as api:
         flow_call = make_call()
+        start_log_file()  # every record, tracebacks included; the console gets one line per problem
+        quiet_console()
         api.ready()
         from flows.commands._report import StageReporter
 
@@ -39,12 +42,14 @@ def run_flow(make_call: Callable[[], Callable[[], dict]], console) -> dict:
 
         with StageReporter(console) as reporter:
             try:
-                return flow_call()
+                records = flow_call()
+                records.setdefault("_run", {})["prefect_api"] = api.source
+                return records
             except Exception as exc:
                 done = ", ".join(reporter.records) or "none"
                 verb = "stopped" if getattr(exc, "signum", None) else "failed"
-                console.print(f"[red]stage '{reporter.current or '?'}' {verb}[/]; finished stages kept in the store: "
-                              f"{done}")
+                where = f"stage '{reporter.current}'" if reporter.current else "the run"
+                console.print(f"[red]{where} {verb}[/]; finished stages kept in the store: {done}")
                 if isinstance(exc, LmcoreError):
                     raise  # the CLI prints it and exits with its code (1 work, 2 config, 130/143 signals)
                 console.print(f"[bold red]error:[/] {type(exc).__name__}: {exc}")

@@ -14,6 +14,7 @@ has, and only on the main rank.  Two standard ones live here:
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Iterable
 
 log = logging.getLogger("lmcore.train")
@@ -45,18 +46,59 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def duration(seconds: float) -> str:
+    """``1:02:03`` / ``2:05``: how long, for people."""
+    seconds = int(round(max(0.0, seconds)))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+def step_line(step: int, total: int | None, metrics: dict, eta_s: float | None = None) -> str:
+    """One plain line per logged step: ``step 10/60  loss 4.873  lr 3.00e-03  823 tok/s  ETA 1:02``."""
+    parts = [f"step {step}/{total}" if total else f"step {step}"]
+    if metrics.get("loss") is not None:
+        parts.append(f"loss {metrics['loss']:.4f}")
+    if metrics.get("lr") is not None:
+        parts.append(f"lr {metrics['lr']:.2e}")
+    if metrics.get("tokens_per_sec") is not None:
+        parts.append(f"{metrics['tokens_per_sec']:,.0f} tok/s")
+    if metrics.get("seq_length") is not None:
+        parts.append(f"seq {metrics['seq_length']}")
+    if eta_s is not None:
+        parts.append(f"ETA {duration(eta_s)}")
+    return "  ".join(parts)
+
+
+class StepClock:
+    """ETA from the pace so far: (steps left) x (seconds per step since the first logged step)."""
+
+    def __init__(self) -> None:
+        self.total: int | None = None
+        self._start: tuple[float, int] | None = None
+
+    def start(self, total: int | None, start_step: int) -> None:
+        self.total, self._start = total, (time.perf_counter(), start_step)
+
+    def eta(self, step: int) -> float | None:
+        if not self.total or self._start is None or step <= self._start[1]:
+            return None
+        t0, s0 = self._start
+        return (self.total - step) * (time.perf_counter() - t0) / (step - s0)
+
+
 class LoggingCallback:
-    """Writes one INFO line per event to the ``lmcore.train`` logger."""
+    """Writes one INFO line per event to the ``lmcore.train`` logger (inside Prefect: the task's log)."""
 
     def __init__(self, logger: logging.Logger | None = None):
         self.log = logger or log
+        self.clock = StepClock()
 
     def on_train_start(self, info: dict) -> None:
+        self.clock.start(info.get("total_steps"), info.get("start_step", 0))
         self.log.info("train start: %s", ", ".join(f"{k}={_fmt(v)}" for k, v in info.items()))
 
     def on_log(self, step: int, metrics: dict) -> None:
-        keys = ("loss", "lr", "grad_norm", "tokens_per_sec", "mfu", "tokens_seen", "epoch")
-        self.log.info("step %d %s", step, " ".join(f"{k}={_fmt(metrics[k])}" for k in keys if k in metrics))
+        self.log.info("%s", step_line(step, self.clock.total, metrics, self.clock.eta(step)))
 
     def on_eval(self, step: int, metrics: dict) -> None:
         self.log.info("eval step %d %s", step, " ".join(f"{k}={_fmt(v)}" for k, v in metrics.items()))

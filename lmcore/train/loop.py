@@ -3,7 +3,8 @@
 :func:`fit` gathers ``gradient_accumulation_steps`` micro-batches per
 update, sets the learning rate from the schedule (following elapsed time when
 ``training.max_time`` is set), stops at the first limit reached (``max_steps``,
-``max_tokens``, ``max_time``, ``max_epochs``), evaluates every ``eval_every`` updates,
+``max_tokens``, ``max_time``, ``max_epochs``; a set ``max_steps`` or ``max_tokens`` wins over
+``max_epochs`` and the data repeats), evaluates every ``eval_every`` updates,
 checkpoints every ``checkpoint_every`` updates (keeping the last
 ``keep_last_checkpoints`` plus the best by eval loss), and ends with a complete
 checkpoint in ``out_dir/final/``.
@@ -36,10 +37,17 @@ log = logging.getLogger(__name__)
 FINAL = "final"  # the complete checkpoint evaluate and register use, relative to the run directory
 
 
+def epoch_limit(training_cfg) -> Optional[int]:
+    """``max_epochs``, unless ``max_steps`` or ``max_tokens`` is set: then the data repeats until that
+    limit (as in the Hugging Face Trainer, where ``max_steps`` overrides the epochs)."""
+    return None if (training_cfg.max_steps or training_cfg.max_tokens) else training_cfg.max_epochs
+
+
 def estimate_total_steps(training_cfg, batches_per_epoch: int, tokens_per_step: int) -> Optional[int]:
     """Updates the run will make if no time budget stops it first (None if unbounded)."""
     accum = training_cfg.gradient_accumulation_steps
-    limits = [training_cfg.max_epochs * batches_per_epoch // accum] if batches_per_epoch else []
+    epochs = epoch_limit(training_cfg)
+    limits = [epochs * batches_per_epoch // accum] if batches_per_epoch and epochs else []
     if training_cfg.max_steps:
         limits.append(training_cfg.max_steps)
     if training_cfg.max_tokens:
@@ -48,14 +56,15 @@ def estimate_total_steps(training_cfg, batches_per_epoch: int, tokens_per_step: 
 
 
 class _Batches:
-    """Endless iteration over epochs of a loader, stopping after ``max_epochs``; counts data wait.
+    """Endless iteration over epochs of a loader, stopping after ``max_epochs`` (None: never); counts
+    data wait.
 
     The epoch counter is the trainer's (``progress.epoch``); the loader is told with
     ``set_epoch`` at each rollover, so a loader restored at the very end of an epoch
     rolls over (or stops) exactly as the uninterrupted run did.
     """
 
-    def __init__(self, loader, trainer: Trainer, max_epochs: int, loader_state: dict | None):
+    def __init__(self, loader, trainer: Trainer, max_epochs: Optional[int], loader_state: dict | None):
         self.loader, self.trainer, self.max_epochs = loader, trainer, max_epochs
         self.wait_s = 0.0
         self.done = False
@@ -69,7 +78,7 @@ class _Batches:
 
     def _rollover(self) -> None:
         progress = self.trainer.progress
-        if progress.epoch + 1 >= self.max_epochs or len(self.loader) == 0:
+        if (self.max_epochs is not None and progress.epoch + 1 >= self.max_epochs) or len(self.loader) == 0:
             self.done = True
             return
         progress.epoch += 1
@@ -115,7 +124,7 @@ def _fit(trainer: Trainer, model_cfg, train_loader, eval_loader, out_dir: Path, 
     warmup = t.seq_length_warmup
     flops_tok = model_flops_per_token(model_cfg, seq)
     peak = device_peak_flops(trainer.device, trainer.precision.name)
-    batches = _Batches(train_loader, trainer, t.max_epochs, loader_state)
+    batches = _Batches(train_loader, trainer, epoch_limit(t), loader_state)
     start_step = progress.step
     resumed = _relative(resumed_from, out_dir)
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)

@@ -28,7 +28,7 @@ from lmcore.train.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
-STAGE_VERSION = "1"
+STAGE_VERSION = "2"  # 2: a set max_steps / max_tokens wins over max_epochs (the data repeats)
 
 def build_model(model_cfg):
     """The model to train (seam for other architectures)."""

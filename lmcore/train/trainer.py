@@ -52,8 +52,9 @@ def token_loss_sum(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def loss_totals(model: torch.nn.Module, batches, precision: Precision, device: torch.device,
-                max_batches: int | None = None) -> tuple[float, int, int]:
-    """``(total nats, target tokens, input tokens)`` of ``model`` over ``batches`` (eval mode, restored after)."""
+                max_batches: int | None = None, progress=None) -> tuple[float, int, int]:
+    """``(total nats, target tokens, input tokens)`` of ``model`` over ``batches`` (eval mode, restored after);
+    ``progress(done, total)`` after each batch when given."""
     was_training = model.training
     model.eval()
     nats = torch.zeros((), dtype=torch.float64, device=device)
@@ -70,6 +71,8 @@ def loss_totals(model: torch.nn.Module, batches, precision: Precision, device: t
             nats += token_loss_sum(logits, tgt).double()
             targets += int(batch.num_target_tokens)
             tokens += ids.numel()
+            if progress is not None:
+                progress(i + 1, min(len(batches), max_batches or len(batches)))
     finally:
         model.train(was_training)
     return float(nats.item()), targets, tokens

@@ -83,11 +83,9 @@ def test_bad_choice_lists_the_allowed_values():
     assert "'research'" in str(err) and "'huge'" in str(err)
 
 
-def test_inconsistent_custom_shape_fails_when_resolved_naming_model_custom():
-    cfg = PipelineConfig.from_dict({"model": {"config_preset": "custom",
-                                              "custom": {"hidden_size": 100, "num_heads": 3}}})
+def test_inconsistent_custom_shape_fails_when_the_config_is_read_naming_model_custom():
     with pytest.raises(ConfigError) as info:
-        cfg.model.resolve()
+        PipelineConfig.from_dict({"model": {"config_preset": "custom", "custom": {"hidden_size": 100, "num_heads": 3}}})
     assert info.value.key == "model.custom"
     assert "divisible by num_heads" in str(info.value)
 

@@ -21,12 +21,18 @@ def test_callback_list_calls_only_defined_methods_and_only_on_the_main_rank():
     assert cb.seen == [3]
 
 
-def test_logging_callback_writes_one_line_per_event(caplog):
+def test_logging_callback_writes_one_line_per_event_with_an_eta_from_the_pace(caplog, monkeypatch):
+    import lmcore.train.callbacks as callbacks
+
+    clock = iter([100.0, 130.0])  # start, then 30 s for 10 steps: 50 steps left take 150 s
+    monkeypatch.setattr(callbacks.time, "perf_counter", lambda: next(clock))
     cb = LoggingCallback()
     with caplog.at_level(logging.INFO, logger="lmcore.train"):
+        cb.on_train_start({"total_steps": 60, "start_step": 0})
         cb.on_log(10, {"loss": 2.5, "lr": 1e-3, "tokens_per_sec": 1234.0, "ignored": 1})
         cb.on_checkpoint(10, "/x/step-00000010")
-    assert caplog.messages == ["step 10 loss=2.5 lr=0.001 tokens_per_sec=1234", "checkpoint step 10 -> /x/step-00000010"]
+    assert caplog.messages[1:] == ["step 10/60  loss 2.5000  lr 1.00e-03  1,234 tok/s  ETA 2:30",
+                                   "checkpoint step 10 -> /x/step-00000010"]
 
 
 def test_rich_progress_shows_step_loss_and_throughput():
