@@ -9,7 +9,8 @@ checkout to "runs triggered from the Prefect UI or API", with nothing to
 install on a worker; ``prefect.yaml`` is for process work pools. The
 deployments are the end-to-end pipeline (``lmcore-pipeline/<name>``) and one
 per stage (``lmcore-stage-<stage>/<name>``), each with the config given here
-as its default ``config`` parameter (any run may override it). Relative
+as its default ``config`` parameter; a run changes single keys with ``overrides``
+(``["training.max_steps=300"]``, the ``--set`` syntax). Relative
 store/models/mlflow paths are relative to the directory this process runs in.
 Needs ``PREFECT_API_URL`` pointing at a Prefect server (``prefect server start``).
 """
@@ -33,7 +34,7 @@ def build_deployments(config_path: str | Path, name: str = "local", stages: bool
     from lmcore.config import PipelineConfig
 
     cfg = PipelineConfig.from_yaml(config_path)
-    params = {"config": cfg.model_dump(mode="json")}
+    params = {"config": cfg.model_dump(mode="json"), "overrides": []}
     tags = ["lmcore", f"config:{Path(config_path).stem}"]
     deployments = [pipeline.to_deployment(name=name, parameters=params, tags=tags,
                                           description=f"lmcore pipeline with {config_path}")]

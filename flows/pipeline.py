@@ -172,9 +172,14 @@ def _files(state: RunState) -> dict[str, Any]:
     return {"files": state.files, "eval_files": state.eval_files}
 
 
-def _train_tags(state: RunState) -> dict[str, Any]:
-    """The preset and, for fine-tuning, the base model (source, registered version, sha256) as run tags."""
+def _train_tags(state: RunState, result: dict[str, Any]) -> dict[str, Any]:
+    """The preset, the published checkpoints' full paths (the summary holds them relative to the
+    stage folder) and, for fine-tuning, the base model (source, registered version, sha256) as run tags."""
     tags = {"lmcore.train.preset": state.architecture()[0]}
+    summary = result.get("summary") or {}
+    for name in ("checkpoint", "best_checkpoint"):
+        if summary.get(name):
+            tags[f"lmcore.train.{name}"] = str(Path(result["dir"]) / summary[name])
     base = state.base()
     if base is not None:
         tags.update({f"lmcore.base.{k}": (json.dumps(v) if isinstance(v, dict) else v)
@@ -195,7 +200,7 @@ PIPELINE: tuple[Stage, ...] = (
     Stage("train", train, train.train_task,
           lambda s: {"tokens": s.results["pretokenize"], "tokenizer": s.results["tokenizer"],
                      "model_config": s.architecture()[1].model_dump(mode="json"), **s.base_params()},
-          logs_into_run=True, record=lambda run, s, r: run.set_tags(_train_tags(s))),
+          logs_into_run=True, record=lambda run, s, r: run.set_tags(_train_tags(s, r))),
     Stage("evaluate", evaluate, evaluate.evaluate_task,
           lambda s: {"train": s.results["train"], "tokens": s.results["pretokenize"], "tokenizer": s.results["tokenizer"]},
           record=lambda run, s, r: run.log_eval(r["summary"])),
@@ -260,7 +265,9 @@ def _will_compute(stage: Stage, params: dict[str, Any], store: str, fresh: set[s
 
 
 @flow(name="lmcore-pipeline", log_prints=False)
-def pipeline(config: PipelineConfig, refresh: Optional[str] = None, verify: bool = False) -> dict[str, Any]:
+def pipeline(config: PipelineConfig, refresh: Optional[str] = None, verify: bool = False,
+             overrides: Optional[list[str]] = None) -> dict[str, Any]:
     """The whole pipeline; ``refresh`` names a stage to recompute with everything below it; ``verify``
-    checks every stored file's sha256 before it is reused."""
-    return run_stages(config, until="register", refresh=refresh, verify=verify)
+    checks every stored file's sha256 before it is reused; ``overrides`` are ``key.path=value`` items
+    applied to ``config`` as ``--set`` does (a deployment run changes one key without restating the config)."""
+    return run_stages(config.with_overrides(overrides), until="register", refresh=refresh, verify=verify)

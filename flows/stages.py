@@ -13,7 +13,7 @@ from flows.runtime import configure
 
 configure()
 
-from typing import Any, Callable  # noqa: E402
+from typing import Any, Callable, Optional  # noqa: E402
 
 from prefect import flow  # noqa: E402
 
@@ -24,8 +24,10 @@ from lmcore.config import PipelineConfig  # noqa: E402
 
 def _stage_flow(stage: str) -> Callable[..., dict[str, Any]]:
     @flow(name=f"lmcore-stage-{stage}", log_prints=False)
-    def stage_flow(config: PipelineConfig, refresh: bool = False, verify: bool = False) -> dict[str, Any]:
-        return run_stages(config, until=stage, refresh=stage if refresh else None, verify=verify)
+    def stage_flow(config: PipelineConfig, refresh: bool = False, verify: bool = False,
+                   overrides: Optional[list[str]] = None) -> dict[str, Any]:
+        return run_stages(config.with_overrides(overrides), until=stage, refresh=stage if refresh else None,
+                          verify=verify)
 
     stage_flow.__doc__ = f"Run the pipeline down to '{stage}' (upstream stages from cache)."
     return stage_flow

@@ -357,17 +357,18 @@ class PipelineConfig(StrictModel):
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_dict(cls, raw: dict[str, Any] | None, overrides: list[str] | None = None,
-                  source: str | None = None, base_dir: str | Path | None = None) -> "PipelineConfig":
+                  source: str | None = None, base_dir: str | Path | None = None,
+                  override_label: str = "--set") -> "PipelineConfig":
         if raw is not None and not isinstance(raw, dict):
             raise ConfigError("top level must be a mapping of sections", source=source)
         raw = copy.deepcopy(raw or {})  # overrides must not edit the caller's dict
         _apply_env(raw)  # environment beats the file; an explicit --set beats both
-        overridden = {apply_override(cls, raw, item): item for item in overrides or []}
+        overridden = {apply_override(cls, raw, item, override_label): item for item in overrides or []}
 
         def where(key: str) -> Optional[str]:
             set_by = next((item for path, item in overridden.items() if key == path or key.startswith(path + ".")),
                           None)
-            return f"--set {set_by}" if set_by else source
+            return f"{override_label} {set_by}" if set_by else source
 
         try:
             cfg = cls(**raw)
@@ -391,6 +392,15 @@ class PipelineConfig(StrictModel):
         if not isinstance(raw, dict):
             raise ConfigError("top level must be a mapping of sections", source=str(path))
         return cls.from_dict(raw, overrides, source=str(path), base_dir=path.parent)
+
+    def with_overrides(self, overrides: list[str] | None, label: str = "overrides") -> "PipelineConfig":
+        """This config with ``key.path=value`` items applied, as ``--set`` does: what a deployment's
+        ``overrides`` parameter uses to change one key of its default config."""
+        if not overrides:
+            return self
+        if isinstance(overrides, str):
+            overrides = [overrides]
+        return type(self).from_dict(self.model_dump(mode="json"), list(overrides), override_label=label)
 
     def _relative_to(self, base: Path) -> "PipelineConfig":
         """Data paths in a YAML file are relative to that file (absolute paths kept; a path that

@@ -120,17 +120,18 @@ def translate(exc: ValidationError, root: type[BaseModel], source: Callable[[str
     return error
 
 
-def apply_override(root: type[BaseModel], raw: dict[str, Any], item: str) -> str:
+def apply_override(root: type[BaseModel], raw: dict[str, Any], item: str, label: str = "--set") -> str:
     """Apply one ``key.path=value`` to the raw config dict; the value is parsed as YAML (``1e-3``,
-    ``true``, ``[a, b]``). Returns the key. An unknown key is a ConfigError with the closest one."""
-    if "=" not in item:
-        raise ConfigError(f"--set {item!r} must look like key.path=value")
+    ``true``, ``[a, b]``). Returns the key. An unknown key is a ConfigError with the closest one;
+    errors name the override as ``label`` (``--set`` on the command line, ``overrides`` in a deployment)."""
+    if not isinstance(item, str) or "=" not in item:
+        raise ConfigError(f"{label} {item!r} must look like key.path=value")
     path, _, text = item.partition("=")
     path = path.strip()
     parts = path.split(".")
     if path not in set(valid_keys(root)):
         hint = suggest_key(root, path)
-        error = ConfigError(f"--set {item!r}: unknown key '{path}'" + (f"; did you mean '{hint}'?" if hint else ""))
+        error = ConfigError(f"{label} {item!r}: unknown key '{path}'" + (f"; did you mean '{hint}'?" if hint else ""))
         error.key = path
         raise error
     try:

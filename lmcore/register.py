@@ -63,6 +63,8 @@ def run_register(checkpoint_dir: Path, tokenizer_dir: Path, lineage: dict[str, A
         metadata = {"name": cfg.tracking.registered_model_name, "lineage": lineage, "eval_metrics": metrics,
                     "train_summary": train_summary, "config": cfg.model_dump(mode="json"),
                     "mlflow_run_id": getattr(run, "run_id", None)}
+        if cfg.tracking.enabled:  # where this model's versions and aliases live, for `lmcore models list`
+            metadata["registry"] = {"tracking_uri": cfg.tracking_uri(), "name": cfg.tracking.registered_model_name}
         if train_summary.get("base"):
             metadata["base"] = train_summary["base"]
         lora = json.loads((Path(checkpoint_dir) / "metadata.json").read_text(encoding="utf-8")).get("lora")

@@ -4,7 +4,8 @@ Calls ``lmcore.data.validate.run_validate`` directly (no Prefect, no store):
 a quick look at a dataset before a pipeline run. The report and quarantine are
 written to ``--out`` when given, else to a temporary folder that is removed.
 Exit code 0 whatever the data looks like, unless ``--strict``: then 1 when
-the invalid fraction is above ``data.max_invalid_fraction``.
+the invalid fraction is above ``data.max_invalid_fraction`` or a file holds no
+records. A file that does not exist is bad usage: exit 2, before anything is read.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ def register(app: typer.Typer) -> None:
         elif not (data_cfg.training_data_path or data_cfg.eval_data_path):
             raise typer.BadParameter("name FILES or give --config with data.training_data_path", param_hint="FILES")
 
+        _check_exist(files, data_cfg)
         console = Console(stderr=as_json)
         with tempfile.TemporaryDirectory(prefix="lmcore-validate-") as tmp:
             out_dir = out or Path(tmp)
@@ -64,6 +66,25 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"--strict: invalid fraction {report['invalid_fraction']:.2%} > data.max_invalid_fraction "
                        f"{data_cfg.max_invalid_fraction:.2%}", err=True)
             raise typer.Exit(code=1)
+        empty = report.get("empty_files") or []
+        if strict and empty:
+            typer.echo(f"--strict: {len(empty)} file(s) hold no records: {', '.join(empty)}", err=True)
+            raise typer.Exit(code=1)
+
+
+def _check_exist(files: Optional[list[str]], data_cfg) -> None:
+    """Every named file or glob must match something: exit 2 naming it (FILES, or the config key)."""
+    from lmcore.data.formats import expand_paths
+    from lmcore.errors import DataFormatError, UsageError
+
+    named = [("FILES", files)] if files else [("data.training_data_path", data_cfg.training_data_path),
+                                              ("data.eval_data_path", data_cfg.eval_data_path)]
+    for where, patterns in named:
+        for pattern in patterns or []:
+            try:
+                expand_paths([pattern])
+            except DataFormatError as exc:
+                raise UsageError(str(exc).replace("data.training_data_path / data.eval_data_path", where)) from None
 
 
 def _run_with_progress(run_validate, files, data_cfg, out_dir: Path, show: bool) -> dict:

@@ -116,6 +116,7 @@ class ReportBuilder:
             "unknown_roles": dict(sorted(self.unknown_roles.items(), key=lambda kv: (-kv[1], kv[0]))),
             "lengths": self.lengths.to_dict(),
             "files": files,
+            "empty_files": [f["path"] for f in files if f["lines"] == f["blank"]],  # nothing to train on
             "examples": {r: e for r, e in self.examples.items() if e},
             "settings": self.settings,
         }
@@ -196,6 +197,10 @@ def render_report(report: dict[str, Any]):
     unknown = report.get("unknown_roles") or {}
     if unknown:
         summary.add_row("unknown speakers (kept)", ", ".join(f"{k} {v:,}" for k, v in list(unknown.items())[:8]))
+    empty = report.get("empty_files") or []
+    if empty:
+        summary.add_row("[red]empty files[/]", f"[red]{len(empty):,}[/] (no records: {', '.join(empty[:3])}"
+                        f"{' ...' if len(empty) > 3 else ''})")
     lengths = report["lengths"]
     if lengths["count"]:
         summary.add_row("length (chars)", f"min {lengths['min']:,} · mean {lengths['mean']:,.0f} · p50 "
@@ -229,6 +234,9 @@ def report_markdown(report: dict[str, Any]) -> str:
              f"Invalid fraction **{report['invalid_fraction']:.2%}**"
              + (f" (max {report['max_invalid_fraction']:.0%})." if report.get("max_invalid_fraction") is not None
                 else "."), ""]
+    empty = report.get("empty_files") or []
+    if empty:
+        lines += [f"**{len(empty)} file(s) hold no records:** " + ", ".join(f"`{p}`" for p in empty), ""]
     lengths = report["lengths"]
     if lengths["count"]:
         lines += [f"Length in characters: min {lengths['min']}, mean {lengths['mean']}, p50 {lengths['p50']}, "

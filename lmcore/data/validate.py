@@ -22,6 +22,7 @@ message names that copy; the error also carries ``.report`` (the dict) and
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 from pathlib import Path
@@ -37,6 +38,8 @@ from lmcore.errors import DataFormatError
 
 if TYPE_CHECKING:
     from lmcore.config import DataConfig
+
+log = logging.getLogger(__name__)
 
 STAGE_VERSION = "2"  # 2: unknown chat speakers are kept (and counted), not quarantined
 REPORT_FILE = "report.json"
@@ -66,6 +69,8 @@ def run_validate(paths: Optional[Iterable[str | Path]], data_cfg: "DataConfig", 
                                                "detail": v.detail, "raw": escape_raw(v.raw)}) + b"\n")
     report = builder.to_dict()
     report["stage_version"] = STAGE_VERSION
+    for path in report["empty_files"]:
+        log.warning("%s holds no records (empty or only blank lines)", path)
     report_path = out / REPORT_FILE
     report_path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
     if enforce:
@@ -86,6 +91,7 @@ def summarise(report: dict[str, Any]) -> dict[str, Any]:
     """The part of a report that goes in the stage manifest (no examples)."""
     keys = ("totals", "reasons", "invalid_fraction", "kinds", "unknown_roles", "lengths")
     summary = {k: report[k] for k in keys}
+    summary["empty_files"] = report.get("empty_files", [])
     summary["files"] = [{k: f[k] for k in ("path", "split", "lines", "blank", "valid", "rejected")}
                         for f in report["files"]]
     summary["report"] = REPORT_FILE

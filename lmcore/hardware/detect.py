@@ -22,6 +22,8 @@ from typing import Literal, Optional
 
 import torch
 
+from lmcore.errors import UsageError
+
 DeviceType = Literal["cuda", "mps", "cpu"]
 
 
@@ -56,7 +58,8 @@ def detect(device_type: Optional[str] = None) -> HardwareInfo:
     compile_ok = _compile_available(kind)
     if kind == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError("device 'cuda' requested but torch.cuda.is_available() is False")
+            raise UsageError("device 'cuda' requested, but this machine has no CUDA GPU that torch can use "
+                             "(torch.cuda.is_available() is False): plan for cpu here, or on the GPU machine")
         index = torch.cuda.current_device()
         free, total = torch.cuda.mem_get_info(index)
         props = torch.cuda.get_device_properties(index)
@@ -67,6 +70,8 @@ def detect(device_type: Optional[str] = None) -> HardwareInfo:
             fp16=True, compile=compile_ok, flash_attn=_flash_attn_installed() and capability >= (8, 0),
             cpu_cores=cores, capability=capability)
     if kind == "mps":
+        if not _mps_available():
+            raise UsageError("device 'mps' requested, but this machine has no Apple GPU that torch can use")
         total = _mps_memory()
         return HardwareInfo(
             device_type="mps", name="Apple MPS", count=1, total_memory=total,
@@ -83,10 +88,14 @@ def detect(device_type: Optional[str] = None) -> HardwareInfo:
 def _best_device_type() -> DeviceType:
     if torch.cuda.is_available():
         return "cuda"
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
+    if _mps_available():
         return "mps"
     return "cpu"
+
+
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return mps is not None and mps.is_available()
 
 
 def _cpu_cores() -> int:

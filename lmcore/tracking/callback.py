@@ -17,6 +17,7 @@ from typing import Any
 
 from lmcore.tracking.buffer import MetricBuffer
 from lmcore.tracking.client import never_fails, numeric
+from lmcore.tracking.metric_names import train_metric, val_metric
 
 
 class NullCallback:
@@ -63,23 +64,24 @@ class MlflowTrainCallback:
             self.run.set_tags(dict(list(scalars.items())[:50]))
 
     def on_log(self, step: int, metrics: dict) -> None:
+        """Per-step figures as ``train/<name>`` (see :mod:`lmcore.tracking.metric_names`)."""
         for key, value in metrics.items():
             number = numeric(value)
             if number is None or key == "step":
                 continue
-            self.buffer.add(key, number, step)
+            self.buffer.add(train_metric(key), number, step)
         if numeric(metrics.get("loss")) is not None:
             self.train_loss.append((step, float(metrics["loss"])))
         if numeric(metrics.get("lr")) is not None:
             self.lr.append((step, float(metrics["lr"])))
 
     def on_eval(self, step: int, metrics: dict) -> None:
-        """Validation figures as ``val_<name>`` (the trainer's ``eval_loss`` becomes ``val_loss``)."""
+        """Validation figures as ``val/<name>`` (the trainer's ``eval_loss`` becomes ``val/loss``)."""
         for key, value in metrics.items():
             number = numeric(value)
             if number is None or key == "step":
                 continue
-            self.buffer.add("val_" + key.removeprefix("eval_").removeprefix("val_"), number, step)
+            self.buffer.add(val_metric(key), number, step)
         if numeric(metrics.get("eval_loss")) is not None:
             self.val_loss.append((step, float(metrics["eval_loss"])))
 
@@ -87,10 +89,9 @@ class MlflowTrainCallback:
         return None
 
     def on_train_end(self, summary: dict | None = None) -> None:
-        """Send what is left (within ``tracking.final_flush_timeout``) and log the loss-curve PNG."""
+        """Send what is left (within ``tracking.final_flush_timeout``) and log the loss-curve PNG. The
+        summary's totals are logged by the pipeline with the stage (``train/steps`` ...), once."""
         self.close()
-        if summary:
-            self.run.log_metrics({k: v for k, v in summary.items() if k != "step"}, prefix="train_final.")
         self._log_plot()
 
     def close(self) -> int:

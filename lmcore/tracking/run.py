@@ -35,7 +35,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import socket
 import time
@@ -46,6 +45,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 from lmcore.locks import pid_alive
 from lmcore.tracking.callback import MlflowTrainCallback, NullCallback
 from lmcore.tracking.client import artifact_root, git_commit, is_local_store, make_client, never_fails, numeric
+from lmcore.tracking.metric_names import eval_metric, finite_numbers, stage_metric
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -203,18 +203,18 @@ class TrackedRun:
 
     @never_fails
     def log_stage(self, stage: str, key: str, summary: dict[str, Any] | None = None) -> None:
-        """Tag ``lmcore.<stage>.key`` and log the summary's top-level numbers as ``<stage>.<name>``."""
+        """Tag ``lmcore.<stage>.key`` (and the summary's short strings as ``lmcore.<stage>.<name>``);
+        log its top-level numbers under the one name :func:`~lmcore.tracking.metric_names.stage_metric`
+        gives them (none for figures that already have a name)."""
         from mlflow.entities import Metric, RunTag
 
+        summary = summary or {}
         tags = [RunTag(f"lmcore.{stage}.key", str(key))]
-        metrics = []
+        tags += [RunTag(f"lmcore.{stage}.{name}", value) for name, value in summary.items()
+                 if isinstance(value, str) and len(value) < 250]
         now = int(time.time() * 1000)
-        for name, value in (summary or {}).items():
-            number = numeric(value)
-            if number is not None and math.isfinite(number) and len(metrics) < MAX_STAGE_METRICS:
-                metrics.append(Metric(f"{stage}.{name}", number, now, 0))
-            elif isinstance(value, str) and len(value) < 250:
-                tags.append(RunTag(f"lmcore.{stage}.{name}", value))
+        numbers = finite_numbers(summary, lambda name: stage_metric(stage, name))
+        metrics = [Metric(name, value, now, 0) for name, value in list(numbers.items())[:MAX_STAGE_METRICS]]
         self.client.log_batch(self.run_id, metrics=metrics, tags=tags[:MAX_PARAMS_PER_BATCH], synchronous=True)
 
     # ------------------------------------------------------------------ artifacts
@@ -281,9 +281,8 @@ class TrackedRun:
         return len(items)
 
     def log_eval(self, metrics: dict[str, Any], step: int = 0) -> None:
-        """Final evaluation figures (loss, perplexity, bits per byte) as ``eval_<name>`` metrics."""
-        renamed = {(k if k.startswith("eval_") else f"eval_{k.removeprefix('val_')}"): v for k, v in metrics.items()}
-        self.log_metrics(renamed, step=step)
+        """The evaluate stage's figures (loss, perplexity, bits per byte ...) as ``eval/<name>``."""
+        self.log_metrics(finite_numbers(metrics, eval_metric), step=step)
 
     # ------------------------------------------------------------------ registry
     def register(self, model_dir: str | Path, lineage: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:

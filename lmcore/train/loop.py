@@ -112,8 +112,7 @@ def fit(trainer: Trainer, model_cfg, train_loader, eval_loader, out_dir: Path, c
 
 def _fit(trainer: Trainer, model_cfg, train_loader, eval_loader, out_dir: Path, callbacks: Iterable,
          loader_state: dict | None, resumed_from: Optional[Path]) -> dict:
-    cfg, t = trainer.cfg, trainer.cfg.training
-    ckpt_root = out_dir / "checkpoints"
+    t = trainer.cfg.training
     stop_file = out_dir / interrupt.STOP_FILE
     ctx, progress = trainer.ctx, trainer.progress
     emit = CallbackList(callbacks, is_main=ctx.is_main)

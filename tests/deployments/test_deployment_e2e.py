@@ -85,10 +85,12 @@ def test_served_pipeline_triggered_through_the_api_registers_a_model_version(tmp
         dep = wait_for("the served deployment", lambda: deployment("lmcore-pipeline"), 90, procs, logs)
         assert dep["parameters"]["config"]["tracking"]["registered_model_name"] == "e2e-model"
         stage_dep = wait_for("a stage deployment", lambda: deployment("lmcore-stage-train"), 30, procs, logs)
-        assert stage_dep["parameters"] == dep["parameters"]
+        assert stage_dep["parameters"] == dep["parameters"] and dep["parameters"]["overrides"] == []
         phases["deployments served"] = time.monotonic() - t0
 
-        run = api(base, f"/deployments/{dep['id']}/create_flow_run", {})
+        # one key changed for this run only; the rest of the deployment's config stays as deployed
+        run = api(base, f"/deployments/{dep['id']}/create_flow_run",
+                  {"parameters": {"overrides": ["training.max_steps=2"]}})
         final = wait_for("the flow run to finish",
                          lambda: (r := api(base, f"/flow_runs/{run['id']}"))["state"]["type"]
                          in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") and r, 150, procs, logs)
@@ -109,5 +111,7 @@ def test_served_pipeline_triggered_through_the_api_registers_a_model_version(tmp
     assert (tmp_path / "models" / versions[0]["model_id"] / "model.safetensors").is_file()
     from mlflow import MlflowClient
 
-    tags = MlflowClient(tracking_uri=cfg.tracking_uri()).get_run(versions[0]["run_id"]).data.tags
-    assert tags["lmcore.flow_run_id"] == run["id"]
+    data = MlflowClient(tracking_uri=cfg.tracking_uri()).get_run(versions[0]["run_id"]).data
+    assert data.tags["lmcore.flow_run_id"] == run["id"]
+    assert cfg.training.max_steps == 3 and data.params["training.max_steps"] == "2"
+    assert data.metrics["train/steps"] == 2 and data.params["training.batch_size"] == str(cfg.training.batch_size)

@@ -14,7 +14,6 @@ import time
 
 import pytest
 
-from lmcore.store import Store
 from lmcore.train import checkpoint as ckpt
 from tests.flows.durable_runs import (MAX_STEPS, checkpoint_steps, make_workspace, no_server_outlives, registry,
                                       stopped_step, wait_for)

@@ -33,5 +33,5 @@ def test_validate_takes_files_from_the_config_and_names_a_missing_one(tmp_path, 
     config.write_text("data:\n  training_data_path: [data.jsonl]\n  max_invalid_fraction: 0.5\n")
     _data(tmp_path)
     assert main(["validate", "--config", str(config), "--strict"]) == 0
-    assert main(["validate", str(tmp_path / "missing.jsonl")]) == 1
+    assert main(["validate", str(tmp_path / "missing.jsonl")]) == 2  # bad usage, like every command (README: exit codes)
     assert "missing.jsonl" in capsys.readouterr().err

@@ -199,3 +199,14 @@ def test_num_parameters_matches_the_built_model():
         model = Transformer(cfg)
         counted = sum(p.numel() for p in model.parameters())
         assert cfg.num_parameters() == counted
+
+
+def test_overrides_on_a_loaded_config_change_one_key_and_errors_name_the_override():
+    """What a deployment's ``overrides`` parameter does: the --set syntax on a config it already holds."""
+    cfg = PipelineConfig.from_dict({"training": {"max_steps": 5, "batch_size": 3}})
+    changed = cfg.with_overrides(["training.max_steps=7"])
+    assert (changed.training.max_steps, changed.training.batch_size, cfg.training.max_steps) == (7, 3, 5)
+    with pytest.raises(ConfigError, match=r"overrides 'training.max_step=7': unknown key .*'training.max_steps'"):
+        cfg.with_overrides(["training.max_step=7"])
+    with pytest.raises(ConfigError, match=r"overrides training.max_steps=abc: training.max_steps"):
+        cfg.with_overrides(["training.max_steps=abc"])

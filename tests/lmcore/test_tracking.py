@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -76,7 +75,7 @@ def test_resume_writes_into_the_same_run_from_another_tracker(tmp_path):
     data = client_for(cfg).get_run(run_id).data
     assert data.tags["lmcore.shard.key"] == "abc123"
     assert data.tags["lmcore.shard.note"] == "ok"
-    assert data.metrics == {"shard.train_rows": 90.0, "shard.eval_rows": 10.0}
+    assert data.metrics == {"shard/train_rows": 90.0, "shard/eval_rows": 10.0}
 
 
 def test_log_dataset_records_a_dataset_input_with_the_shard_digest(tmp_path):
@@ -128,13 +127,14 @@ def test_train_callback_sends_metrics_in_batches_and_logs_a_loss_curve(tmp_path)
         cb.on_train_end({"steps": 200, "tokens": 51200})
         run_id = run.run_id
     client = client_for(cfg)
-    history = client.get_metric_history(run_id, "loss")
+    history = client.get_metric_history(run_id, "train/loss")
     assert [m.step for m in history] == list(range(1, 201))
-    assert [m.step for m in client.get_metric_history(run_id, "val_loss")] == [50, 100, 150, 200]
-    assert client.get_run(run_id).data.metrics["val_perplexity"] == 100.0
+    assert [m.step for m in client.get_metric_history(run_id, "val/loss")] == [50, 100, 150, 200]
+    logged = client.get_run(run_id).data.metrics
+    assert logged["val/perplexity"] == 100.0
     assert cb.val_loss[0] == (50, 4.6)
-    assert "step" not in client.get_run(run_id).data.metrics
-    assert client.get_run(run_id).data.metrics["train_final.tokens"] == 51200
+    # one name per figure: train/ and val/ only (the summary's totals come with the stage, once)
+    assert set(logged) == {"train/loss", "train/lr", "train/grad_norm", "val/loss", "val/perplexity"}
     assert client.get_run(run_id).data.tags["lmcore.train.parameters"] == "1234"
     # 608 values: one flush at close, one log_batch call per 1000 metrics
     assert cb.buffer.sent == 608 and cb.buffer.batches_sent == 1
@@ -234,10 +234,30 @@ def test_metrics_logged_while_the_server_is_down_arrive_once_it_is_up(tmp_path, 
                 for step in range(21, 31):
                     cb.on_log(step, {"loss": 3.0 - step / 10})
                 cb.on_train_end({"steps": 30})
-        history = MlflowClient(tracking_uri=cfg.tracking_uri()).get_metric_history(run_id, "loss")
+        history = MlflowClient(tracking_uri=cfg.tracking_uri()).get_metric_history(run_id, "train/loss")
         assert [m.step for m in history] == list(range(1, 31))
         assert cb.unsent == 0
         assert sum("retrying with backoff" in r.message for r in caplog.records) == 1
     finally:
         if server is not None:
             stop(server)
+
+
+def test_stage_summaries_get_one_name_per_figure(tmp_path):
+    """The train totals that restate a history point are not logged again; the evaluate stage's figures
+    are its eval/ metrics only, without the copies of the train figures it carries."""
+    cfg = make_cfg(tmp_path)
+    train = {"steps": 30, "tokens": 960, "final_loss": 4.2, "final_eval_loss": 4.4, "best_eval_loss": 4.3,
+             "tokens_per_sec": 800.0, "mfu": None, "stopped_by": "max_steps", "best_checkpoint": "final"}
+    evaluation = {"eval_loss": 4.1, "perplexity": 60.3, "bits_per_byte": 2.5, "eval_tokens_per_sec": 900.0,
+                  "train_tokens_per_sec": 800.0, "step": 30, "checkpoint": "/x/final"}
+    with PipelineTracker(cfg).run() as run:
+        run.log_stage("train", "k1", train)
+        run.log_stage("evaluate", "k2", evaluation)
+        run.log_eval(evaluation)
+        run_id = run.run_id
+    data = client_for(cfg).get_run(run_id).data
+    assert data.metrics == {"train/steps": 30, "train/tokens": 960, "val/best_loss": 4.3,
+                            "train/mean_tokens_per_sec": 800.0, "eval/loss": 4.1, "eval/perplexity": 60.3,
+                            "eval/bits_per_byte": 2.5, "eval/tokens_per_sec": 900.0}
+    assert data.tags["lmcore.train.stopped_by"] == "max_steps" and data.tags["lmcore.evaluate.key"] == "k2"
