@@ -4,11 +4,12 @@ Runs the lmcore stage functions directly (no Prefect, no MLflow): shard -> token
 pretokenize (cached under --work by vocab size) -> run_train -> run_evaluate, and prints
 one JSON line with the figures recorded in docs/experiments.md.
 
-    .venv/bin/python benchmarks/exp_shakespeare.py --data /path/shakespeare.jsonl \
-        [--set training.learning_rate=2e-3 ...] [--name tag]
+    .venv/bin/python benchmarks/exp_shakespeare.py [--set training.learning_rate=2e-3 ...] [--name tag]
 
-``--data`` is a JSONL with ``text`` and ``source`` (the play); the plays named by
-``--heldout`` go to the eval split whole, so the held-out figure measures new plays.
+Without ``--data`` it trains on the shipped split (``data/shakespeare/``, made by
+``scripts/split_shakespeare.py``). ``--data`` is another JSONL with ``text`` and ``source``
+(the play); the plays named by ``--heldout`` go to the eval split whole, so the held-out
+figure measures new plays.
 """
 
 from __future__ import annotations
@@ -16,22 +17,25 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 
 from lmcore.config import PipelineConfig
 
+ROOT = Path(__file__).resolve().parents[1]
 HELDOUT = ("comedy_of_errors", "julius_caesar", "twelfth_night")
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "shakespeare-cpu.yaml"
+EXAMPLE = ROOT / "examples" / "shakespeare-cpu.yaml"
 
 
 def split_plays(data: Path, heldout: tuple[str, ...], out: Path) -> tuple[Path, Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    train, held = out / "shakespeare-train.jsonl", out / "shakespeare-heldout.jsonl"
-    with open(data) as src, open(train, "w") as ft, open(held, "w") as fh:
-        for line in src:
-            (fh if json.loads(line).get("source") in heldout else ft).write(line)
-    return train, held
+    """``data`` split by play with ``scripts/split_shakespeare.py`` into ``out``."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import split_shakespeare
+
+    if split_shakespeare.main([str(data), "--out", str(out), "--heldout", *heldout]) != 0:
+        raise SystemExit(2)
+    return out / split_shakespeare.TRAIN_FILE, out / split_shakespeare.HELDOUT_FILE
 
 
 def prepare(cfg: PipelineConfig, work: Path, vocab: int) -> tuple[Path, Path]:
@@ -52,7 +56,7 @@ def prepare(cfg: PipelineConfig, work: Path, vocab: int) -> tuple[Path, Path]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", required=True, type=Path, help="shakespeare.jsonl (text, source)")
+    ap.add_argument("--data", type=Path, help="a JSONL (text, source) to split here instead of the shipped split")
     ap.add_argument("--config", type=Path, default=EXAMPLE, help="the recipe to run")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="key.path=value override")
     ap.add_argument("--work", type=Path, default=Path("exp-shakespeare"), help="cache of splits and tokens")
@@ -66,8 +70,10 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
-    train, held = split_plays(args.data, tuple(args.heldout), args.work / "data")
-    overrides = [f"data.training_data_path=[{train}]", f"data.eval_data_path=[{held}]"] + args.overrides
+    overrides = list(args.overrides)
+    if args.data is not None:
+        train, held = split_plays(args.data, tuple(args.heldout), args.work / "data")
+        overrides = [f"data.training_data_path=[{train}]", f"data.eval_data_path=[{held}]"] + overrides
     cfg = PipelineConfig.from_yaml(args.config, overrides=overrides)
     model_cfg = cfg.model.resolve()
     vocab = cfg.tokenizer.vocab_size or model_cfg.vocab_size

@@ -35,6 +35,7 @@ from lmcore.config import PipelineConfig  # noqa: E402
 from lmcore.data.inputs import input_paths  # noqa: E402
 from lmcore.errors import ConfigError  # noqa: E402
 from lmcore.store import MANIFEST, Store  # noqa: E402
+from lmcore.tracking.wandb_mirror import check_installed  # noqa: E402
 from tasks import evaluate, pretokenize, register, shard, tokenizer, train, validate  # noqa: E402
 
 STAGE_LISTENERS: list[Callable[[str, dict[str, Any]], None]] = []
@@ -224,6 +225,7 @@ def run_stages(cfg: PipelineConfig, until: str = "register", refresh: Optional[s
         raise ConfigError(f"unknown stage '{bad}'; stages are {', '.join(STAGES)}")
     fresh = set(STAGES[STAGES.index(refresh):]) if refresh else set()
     files, eval_files = input_paths(cfg)
+    check_installed(cfg)  # tracking.wandb without the wandb package: said now, not after training
     state = RunState(cfg, str(Path(cfg.paths.store).resolve()), files, eval_files, cfg.model_dump(mode="json"))
     records: dict[str, Any] = {}
 

@@ -282,6 +282,17 @@ class PrecisionConfig(StrictModel):
     compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
 
 
+class WandbConfig(StrictModel):
+    """``tracking.wandb``: Weights & Biases as a second tracker (``pip install 'lmcore[wandb]'``). It
+    receives the MLflow run's params and metrics under the same names; MLflow stays the registry."""
+
+    project: str = Field(..., min_length=1, description="W&B project")
+    entity: Optional[str] = Field(None, description="W&B team or user (None: the API key's default)")
+    mode: Literal["online", "offline", "disabled"] = Field(
+        "online", description="offline writes the run under dir for a later `wandb sync`")
+    dir: Optional[str] = Field(None, description="folder for W&B's files (None: paths.mlflow)")
+
+
 class TrackingConfig(StrictModel):
     """``tracking``: MLflow. ``uri`` None = SQLite under ``paths.mlflow``; env MLFLOW_TRACKING_URI wins."""
 
@@ -297,6 +308,7 @@ class TrackingConfig(StrictModel):
     final_flush_timeout: float = Field(60.0, ge=0, description="seconds to keep retrying unsent metrics when a run ends")
     champion_alias: str = Field("champion", min_length=1, description="alias of the best version (lowest bits per byte)")
     challenger_alias: str = Field("challenger", min_length=1, description="alias of a new version that did not win")
+    wandb: Optional[WandbConfig] = Field(None, description="also log to Weights & Biases (off when None)")
 
     # MLflow's own rules (mlflow.utils.validation), checked when the config is read: a name MLflow
     # refuses would otherwise surface only at the end of a run, after training.
@@ -332,6 +344,8 @@ class TrackingConfig(StrictModel):
     def _distinct_aliases(self) -> "TrackingConfig":
         if self.champion_alias == self.challenger_alias:
             raise ValueError("champion_alias and challenger_alias must differ")
+        if self.wandb is not None and not self.enabled:
+            raise ValueError("tracking.wandb mirrors the MLflow run: it needs tracking.enabled: true")
         return self
 
 

@@ -35,9 +35,10 @@ def key(p: dict[str, Any]) -> str:
 
 
 def figure(summary: dict[str, Any]) -> str:
-    loss, ppl = summary.get("eval_loss"), summary.get("perplexity")
+    loss, ppl, bpb = summary.get("eval_loss"), summary.get("perplexity"), summary.get("bits_per_byte")
     parts = [f"eval loss {loss:.3f}" if isinstance(loss, (int, float)) else "",
-             f"ppl {ppl:,.1f}" if isinstance(ppl, (int, float)) else ""]
+             f"ppl {ppl:,.1f}" if isinstance(ppl, (int, float)) else "",
+             f"{bpb:.3f} bits/byte" if isinstance(bpb, (int, float)) else ""]
     return ", ".join(p for p in parts if p)
 
 

@@ -14,10 +14,23 @@ from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
 
-from lmcore.train.callbacks import StepClock, step_line
+from lmcore.train.callbacks import StepClock, duration, step_line
 
 STATUS_STYLE = {"ran": "green", "cached": "cyan", "cached (store)": "cyan"}
 SETTING_UP = {"train": "setting up: model, data, checkpoints", "evaluate": "loading the checkpoint"}
+
+
+class EtaColumn(TimeRemainingColumn):
+    """Time remaining: the trainer's own estimate when it gave one (it knows ``training.max_time``),
+    else rich's from the bar's speed."""
+
+    def render(self, task):
+        eta = task.fields.get("eta")
+        if eta is None:
+            return super().render(task)
+        from rich.text import Text
+
+        return Text(duration(eta), style="progress.remaining")
 
 
 class TrainProgress:
@@ -29,7 +42,7 @@ class TrainProgress:
 
     def on_train_start(self, info: Any = None) -> None:
         info = info or {}
-        self.clock.start(info.get("total_steps"), info.get("start_step", 0))
+        self.clock.start_from(info)
         self.reporter.set_total(info.get("total_steps"), completed=info.get("start_step", 0),
                                 note=f"resumed at step {info['start_step']}" if info.get("start_step") else "")
 
@@ -51,7 +64,7 @@ class StageReporter:
         self.interactive = self.console.is_terminal
         self.progress = Progress(SpinnerColumn(), TextColumn("{task.description:<12}"), BarColumn(),
                                  MofNCompleteColumn(), TextColumn("{task.fields[note]}"), TimeElapsedColumn(),
-                                 TextColumn("ETA"), TimeRemainingColumn(), console=self.console, transient=True)
+                                 TextColumn("ETA"), EtaColumn(), console=self.console, transient=True)
         self.task_id: Any = None
         self.current: str | None = None
         self.records: dict[str, Any] = {}
@@ -120,7 +133,7 @@ class StageReporter:
             loss, tps = metrics.get("loss"), metrics.get("tokens_per_sec")
             note = "  ".join(p for p in (f"loss {loss:.3f}" if loss is not None else "",
                                          f"{tps:,.0f} tok/s" if tps is not None else "") if p)
-            self.progress.update(self.task_id, completed=step, note=note)
+            self.progress.update(self.task_id, completed=step, note=note, eta=clock.eta(step))
 
 
 def stage_line(record: dict[str, Any]) -> str:

@@ -53,6 +53,31 @@ def registry_versions(uri: str, name: str) -> list[dict]:
     return list_registry_versions(PipelineConfig.from_dict({"tracking": {"uri": uri, "registered_model_name": name}}))
 
 
+WHOLE = ("id", "name", "model id")  # never cut: other commands take them
+NUMBERS = ("parameters", "size MB", "eval loss", "version", "bits/byte")
+
+
+def _table(title: str, columns: tuple[str, ...]):
+    from rich import box
+    from rich.table import Table
+
+    table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left")
+    for column in columns:
+        table.add_column(column, no_wrap=column in WHOLE or column in NUMBERS, overflow="fold",
+                         justify="right" if column in NUMBERS else "left")
+    return table
+
+
+def _number(value: object, spec: str) -> str:
+    return format(value, spec) if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
+
+
+def _when(iso: object) -> str:
+    """``2026-11-29T16:44:51+00:00`` -> ``2026-11-29 16:44`` (UTC, as recorded)."""
+    text = str(iso or "")
+    return text[:16].replace("T", " ") if len(text) >= 16 else text
+
+
 def register(app: typer.Typer) -> None:
     models_app = typer.Typer(help="List, inspect and delete registered models.", no_args_is_help=True)
     app.add_typer(models_app, name="models")
@@ -64,49 +89,46 @@ def register(app: typer.Typer) -> None:
                                     "registries local models were registered in are always shown)."),
         as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
     ) -> None:
-        """List local models (oldest first) and the MLflow registry's versions with their aliases."""
+        """List local models (oldest first) with their MLflow versions and aliases."""
         from rich.console import Console
-        from rich.table import Table
 
         from lmcore.models_dir import ModelManager
 
         rows = ModelManager(models_dir or default_models_dir()).list_models()
         versions = [v for uri, name in registries(rows, config) for v in registry_versions(uri, name)]
-        aliases_by_model: dict[str, list[str]] = {}
-        for v in versions:
-            if v.get("model_id"):
-                aliases_by_model.setdefault(v["model_id"], []).extend(v["aliases"])
         if as_json:
             typer.echo(json.dumps({"models": rows, "registry": versions}, indent=2, default=str))
             return
-        # whole ids and names always (they are what other commands take); the other columns give way
+        registered: dict[str, list[str]] = {}
+        for v in versions:
+            if v.get("model_id"):
+                registered.setdefault(v["model_id"], []).append(
+                    " ".join([f"{v['name']} v{v['version']}", *v["aliases"]]))
+        # whole ids always (other commands take them); piped, as wide as they need; on a narrow terminal
+        # the registry column wraps at its spaces and the least useful columns are left out
         console = Console(width=max(Console().width, 160)) if not sys.stdout.isatty() else Console()
-        table = Table(title="local models")
-        table.add_column("id", no_wrap=True)
-        for column in ("parameters", "size MB", "eval loss"):
-            table.add_column(column, justify="right")
-        table.add_column("aliases")
-        table.add_column("created")
+        cells = {
+            "id": lambda m: m["id"],
+            "eval loss": lambda m: _number((m.get("eval_metrics") or {}).get("eval_loss"), ".3f"),
+            "registry": lambda m: "\n".join(registered.get(m["id"], [])) or "-",
+            "parameters": lambda m: _number(m.get("parameters"), ","),
+            "size MB": lambda m: _number(m.get("size_mb"), ".2f"),
+            "created": lambda m: _when(m.get("created")),
+        }
+        width = console.width
+        columns = [c for c, fits in zip(cells, (True, True, True, width >= 100, width >= 120, width >= 120)) if fits]
+        table = _table("local models", tuple(columns))
         for m in rows:
-            loss = (m.get("eval_metrics") or {}).get("eval_loss")
-            table.add_row(m["id"], f"{m.get('parameters', 0):,}", f"{m.get('size_mb', 0):.2f}",
-                          f"{loss:.3f}" if isinstance(loss, (int, float)) else "-",
-                          ", ".join(sorted(set(aliases_by_model.get(m["id"], [])))) or "-",
-                          str(m.get("created", "")))
+            table.add_row(*(cells[c](m) for c in columns))
         console.print(table if rows else f"no models under {models_dir or default_models_dir()}")
-        if versions:
-            reg = Table(title="MLflow registry")
-            reg.add_column("name", no_wrap=True)
-            reg.add_column("version", justify="right")
-            reg.add_column("aliases")
-            reg.add_column("bits/byte", justify="right")
-            reg.add_column("model id", no_wrap=True)
-            reg.add_column("created")
-            for v in versions:
-                bpb = v.get("bits_per_byte")
+        local = {m["id"] for m in rows}
+        elsewhere = [v for v in versions if v.get("model_id") not in local]
+        if elsewhere:
+            reg = _table("MLflow versions without a model folder here",
+                         ("name", "version", "aliases", "bits/byte", "model id"))
+            for v in elsewhere:
                 reg.add_row(v["name"], v["version"], ", ".join(v["aliases"]) or "-",
-                            f"{bpb:.3f}" if isinstance(bpb, (int, float)) else "-", v.get("model_id") or "-",
-                            v.get("created") or "")
+                            _number(v.get("bits_per_byte"), ".3f"), v.get("model_id") or "-")
             console.print(reg)
 
     @models_app.command("show")

@@ -38,8 +38,6 @@ def run_flow(make_call: Callable[[], Callable[[], dict]], console) -> dict:
         api.ready()
         from flows.commands._report import StageReporter
 
-        from lmcore.errors import LmcoreError
-
         with StageReporter(console) as reporter:
             try:
                 records = flow_call()
@@ -50,10 +48,8 @@ def run_flow(make_call: Callable[[], Callable[[], dict]], console) -> dict:
                 verb = "stopped" if getattr(exc, "signum", None) else "failed"
                 where = f"stage '{reporter.current}'" if reporter.current else "the run"
                 console.print(f"[red]{where} {verb}[/]; finished stages kept in the store: {done}")
-                if isinstance(exc, LmcoreError):
-                    raise  # the CLI prints it and exits with its code (1 work, 2 config, 130/143 signals)
-                console.print(f"[bold red]error:[/] {type(exc).__name__}: {exc}")
-                raise typer.Exit(1) from None
+                raise  # the CLI prints it in one line (the traceback goes to the log file) and exits with its
+                # code: 1 work, 2 config, 130/143 signals
             except BaseException:  # Ctrl-C or a termination signal outside the training loop
                 done = ", ".join(reporter.records) or "none"
                 where = f"stage '{reporter.current}'" if reporter.current else "between stages"

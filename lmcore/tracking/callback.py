@@ -65,11 +65,15 @@ class MlflowTrainCallback:
 
     def on_log(self, step: int, metrics: dict) -> None:
         """Per-step figures as ``train/<name>`` (see :mod:`lmcore.tracking.metric_names`)."""
+        history: dict[str, float] = {}
         for key, value in metrics.items():
             number = numeric(value)
             if number is None or key == "step":
                 continue
             self.buffer.add(train_metric(key), number, step)
+            history[train_metric(key)] = number
+        if self.run.mirror is not None:
+            self.run.mirror.log_history(history, step)
         if numeric(metrics.get("loss")) is not None:
             self.train_loss.append((step, float(metrics["loss"])))
         if numeric(metrics.get("lr")) is not None:
@@ -77,11 +81,15 @@ class MlflowTrainCallback:
 
     def on_eval(self, step: int, metrics: dict) -> None:
         """Validation figures as ``val/<name>`` (the trainer's ``eval_loss`` becomes ``val/loss``)."""
+        history: dict[str, float] = {}
         for key, value in metrics.items():
             number = numeric(value)
             if number is None or key == "step":
                 continue
             self.buffer.add(val_metric(key), number, step)
+            history[val_metric(key)] = number
+        if self.run.mirror is not None:
+            self.run.mirror.log_history(history, step)
         if numeric(metrics.get("eval_loss")) is not None:
             self.val_loss.append((step, float(metrics["eval_loss"])))
 

@@ -46,8 +46,10 @@ from lmcore.locks import pid_alive
 from lmcore.tracking.callback import MlflowTrainCallback, NullCallback
 from lmcore.tracking.client import artifact_root, git_commit, is_local_store, make_client, never_fails, numeric
 from lmcore.tracking.metric_names import eval_metric, finite_numbers, stage_metric
+from lmcore.tracking.wandb_mirror import mirror_for, release
 
 if TYPE_CHECKING:
+    from lmcore.tracking.wandb_mirror import WandbMirror
     from mlflow import MlflowClient
 
     from lmcore.config import PipelineConfig
@@ -113,13 +115,15 @@ class PipelineTracker:
                         self.cfg.tracking_uri(), type(exc).__name__, str(exc)[:300])
             yield NullRun()
             return
-        run = TrackedRun(self, created.info.run_id)
+        mirror = mirror_for(self.cfg, created.info.run_id)
+        run = TrackedRun(self, created.info.run_id, mirror)
         status = "FAILED"
         try:
             yield run
             status = "FINISHED"
         finally:
             run.close()
+            release(run.run_id, mirror)
             try:
                 self.client.set_terminated(run.run_id, status=status)
             except Exception as exc:  # noqa: BLE001
@@ -155,20 +159,23 @@ class PipelineTracker:
         if not self.enabled or not run_id:
             yield NullRun()
             return
-        run = TrackedRun(self, run_id)
+        mirror = mirror_for(self.cfg, run_id, resume=True)
+        run = TrackedRun(self, run_id, mirror)
         try:
             yield run
         finally:
             run.close()
+            release(run_id, mirror)
 
 
 class TrackedRun:
     """What a pipeline stage logs into its MLflow run. Every method warns instead of raising."""
 
-    def __init__(self, tracker: PipelineTracker, run_id: str):
+    def __init__(self, tracker: PipelineTracker, run_id: str, mirror: "WandbMirror | None" = None):
         self.tracker = tracker
         self.cfg = tracker.cfg
         self.run_id = run_id
+        self.mirror = mirror  # W&B, when tracking.wandb is set: gets the same params and metrics
         self._callbacks: list["MlflowTrainCallback"] = []
 
     @property
@@ -188,6 +195,8 @@ class TrackedRun:
         params = [Param(k, _truncate("" if v is None else json.dumps(v) if isinstance(v, (list, dict)) else str(v),
                                      MAX_PARAM_LENGTH))
                   for k, v in self.cfg.flat().items()]
+        if self.mirror is not None:
+            self.mirror.log_params({p.key: p.value for p in params})
         for i in range(0, len(params), MAX_PARAMS_PER_BATCH):
             self.client.log_batch(self.run_id, params=params[i:i + MAX_PARAMS_PER_BATCH], synchronous=True)
         self.client.log_text(self.run_id, self.cfg.to_yaml(), "config/config.yaml")
@@ -215,6 +224,8 @@ class TrackedRun:
         now = int(time.time() * 1000)
         numbers = finite_numbers(summary, lambda name: stage_metric(stage, name))
         metrics = [Metric(name, value, now, 0) for name, value in list(numbers.items())[:MAX_STAGE_METRICS]]
+        if self.mirror is not None:
+            self.mirror.log_summary({m.key: m.value for m in metrics})
         self.client.log_batch(self.run_id, metrics=metrics, tags=tags[:MAX_PARAMS_PER_BATCH], synchronous=True)
 
     # ------------------------------------------------------------------ artifacts
@@ -276,6 +287,8 @@ class TrackedRun:
         now = int(time.time() * 1000)
         items = [Metric(prefix + k, n, now, step) for k, v in metrics.items()
                  if (n := numeric(v)) is not None]
+        if self.mirror is not None:  # values logged once: the W&B summary (its history is per step)
+            self.mirror.log_summary({m.key: m.value for m in items})
         for i in range(0, len(items), 1000):
             self.client.log_batch(self.run_id, metrics=items[i:i + 1000], synchronous=True)
         return len(items)

@@ -70,20 +70,32 @@ def step_line(step: int, total: int | None, metrics: dict, eta_s: float | None =
 
 
 class StepClock:
-    """ETA from the pace so far: (steps left) x (seconds per step since the first logged step)."""
+    """ETA from the pace so far: (steps left) x (seconds per step since the first logged step), or the
+    training time ``training.max_time`` leaves, whichever ends first."""
 
     def __init__(self) -> None:
         self.total: int | None = None
         self._start: tuple[float, int] | None = None
+        self._time_left: float | None = None  # max_time minus the training time of earlier sessions
 
-    def start(self, total: int | None, start_step: int) -> None:
+    def start(self, total: int | None, start_step: int, max_time: float | None = None,
+              elapsed_s: float = 0.0) -> None:
         self.total, self._start = total, (time.perf_counter(), start_step)
+        self._time_left = max_time - elapsed_s if max_time else None
+
+    def start_from(self, info: dict) -> None:
+        """:meth:`start` from the trainer's ``on_train_start`` info."""
+        self.start(info.get("total_steps"), info.get("start_step", 0), info.get("max_time"),
+                   info.get("elapsed_s") or 0.0)
 
     def eta(self, step: int) -> float | None:
-        if not self.total or self._start is None or step <= self._start[1]:
+        if self._start is None:
             return None
         t0, s0 = self._start
-        return (self.total - step) * (time.perf_counter() - t0) / (step - s0)
+        since = time.perf_counter() - t0
+        by_time = max(0.0, self._time_left - since) if self._time_left is not None else None
+        by_steps = (self.total - step) * since / (step - s0) if self.total and step > s0 else None
+        return min((e for e in (by_steps, by_time) if e is not None), default=None)
 
 
 class LoggingCallback:
@@ -94,7 +106,7 @@ class LoggingCallback:
         self.clock = StepClock()
 
     def on_train_start(self, info: dict) -> None:
-        self.clock.start(info.get("total_steps"), info.get("start_step", 0))
+        self.clock.start_from(info)
         self.log.info("train start: %s", ", ".join(f"{k}={_fmt(v)}" for k, v in info.items()))
 
     def on_log(self, step: int, metrics: dict) -> None:

@@ -130,7 +130,8 @@ def _fit(trainer: Trainer, model_cfg, train_loader, eval_loader, out_dir: Path, 
     emit("on_train_start", {"total_steps": total_steps, "start_step": start_step, "tokens_per_step": tokens_per_step,
                             "parameters": model_cfg.num_parameters(), "trainable_parameters": trainable,
                             "precision": trainer.precision.name,
-                            "device": str(trainer.device), "world_size": ctx.world_size, "resumed_from": resumed})
+                            "device": str(trainer.device), "world_size": ctx.world_size, "resumed_from": resumed,
+                            "max_time": t.max_time, "elapsed_s": progress.elapsed_s})
 
     session_start = time.perf_counter()
     elapsed_before = progress.elapsed_s
@@ -232,7 +233,8 @@ def _fit(trainer: Trainer, model_cfg, train_loader, eval_loader, out_dir: Path, 
     if eval_loader is not None and last_eval_step != progress.step and progress.step > 0:
         final_eval = _run_eval(trainer, eval_loader, t.eval_batches, emit)
         final_eval.pop("is_best", None)
-    final_loss = final_eval.get("eval_loss")
+    # the final checkpoint's eval loss: this last evaluation, or the one the loop just ran at this step
+    final_loss = final_eval.get("eval_loss", _last_eval_loss(progress) if last_eval_step == progress.step else None)
     if final_loss is not None and (progress.best_checkpoint_loss is None or final_loss <= progress.best_checkpoint_loss):
         progress.best_checkpoint, progress.best_checkpoint_loss = FINAL, final_loss
     progress.elapsed_s = elapsed()

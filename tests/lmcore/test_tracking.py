@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import sys
 from pathlib import Path
 
 import pytest
@@ -261,3 +262,17 @@ def test_stage_summaries_get_one_name_per_figure(tmp_path):
                             "train/mean_tokens_per_sec": 800.0, "eval/loss": 4.1, "eval/perplexity": 60.3,
                             "eval/bits_per_byte": 2.5, "eval/tokens_per_sec": 900.0}
     assert data.tags["lmcore.train.stopped_by"] == "max_steps" and data.tags["lmcore.evaluate.key"] == "k2"
+
+
+def test_wandb_needs_mlflow_tracking_on_and_the_package_installed(monkeypatch):
+    from lmcore.errors import ConfigError
+    from lmcore.tracking.wandb_mirror import check_installed
+
+    with pytest.raises(ConfigError, match="tracking.wandb mirrors the MLflow run"):
+        PipelineConfig.from_dict({"tracking": {"enabled": False, "wandb": {"project": "p"}}})
+    cfg = PipelineConfig.from_dict({"tracking": {"wandb": {"project": "p", "mode": "offline"}}})
+    check_installed(cfg)  # installed here (the dev extra)
+    monkeypatch.setitem(sys.modules, "wandb", None)  # as on a machine without the wandb extra
+    with pytest.raises(ConfigError, match=r"pip install 'lmcore\[wandb\]'") as err:
+        check_installed(cfg)
+    assert err.value.key == "tracking.wandb"

@@ -35,6 +35,21 @@ def test_logging_callback_writes_one_line_per_event_with_an_eta_from_the_pace(ca
                                    "checkpoint step 10 -> /x/step-00000010"]
 
 
+def test_the_eta_is_the_time_max_time_leaves_when_that_ends_training_first(monkeypatch):
+    """``max_epochs: 20, max_time: 300``: the step total is 20 epochs away, but training stops at 300 s."""
+    import lmcore.train.callbacks as callbacks
+
+    now = [100.0]
+    monkeypatch.setattr(callbacks.time, "perf_counter", lambda: now[0])
+    clock = callbacks.StepClock()
+    clock.start_from({"total_steps": 15_000, "start_step": 100, "max_time": 300, "elapsed_s": 60.0})
+    now[0] = 120.0  # 20 s for 50 steps: 14,850 steps at that pace would take 99 minutes
+    assert clock.eta(150) == 300 - 60 - 20
+    clock.start_from({"total_steps": 200, "start_step": 100, "max_time": 300, "elapsed_s": 60.0})
+    now[0] = 140.0  # 20 s for 50 steps: the last 50 take 20 s, before the time limit
+    assert clock.eta(150) == 20
+
+
 def test_rich_progress_shows_step_loss_and_throughput():
     console = Console(record=True, width=160, force_terminal=False)
     cb = RichProgressCallback(console=console)

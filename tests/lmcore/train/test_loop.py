@@ -62,6 +62,15 @@ def test_fit_stops_at_max_steps_with_checkpoints_final_and_callbacks(tmp_path, t
     assert summary["best_eval_loss"] == min(e[2] for e in rec.events if e[0] == "eval")
 
 
+def test_an_evaluation_at_the_last_step_makes_final_a_best_checkpoint_candidate(tmp_path, tiny_cfg, tiny_model_cfg):
+    """eval_every divides max_steps: the loop's own evaluation at the last step is the final checkpoint's."""
+    trainer, train, evaluation = make(tiny_cfg, max_steps=4, eval_every=4, checkpoint_every=100)
+    rec = Recorder()
+    summary = fit(trainer, tiny_model_cfg, train, evaluation, tmp_path, [rec])
+    assert [e[1] for e in rec.events if e[0] == "eval"] == [4]  # one evaluation, not repeated at the end
+    assert summary["best_checkpoint"] == "final" and summary["best_eval_loss"] is not None
+
+
 def test_loss_goes_down_on_repeated_data(tmp_path, tiny_cfg, tiny_model_cfg):
     trainer, train, evaluation = make(tiny_cfg, n_batches=4, max_epochs=10, checkpoint_every=100)
     rec = Recorder()
