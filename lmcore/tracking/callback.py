@@ -65,15 +65,7 @@ class MlflowTrainCallback:
 
     def on_log(self, step: int, metrics: dict) -> None:
         """Per-step figures as ``train/<name>`` (see :mod:`lmcore.tracking.metric_names`)."""
-        history: dict[str, float] = {}
-        for key, value in metrics.items():
-            number = numeric(value)
-            if number is None or key == "step":
-                continue
-            self.buffer.add(train_metric(key), number, step)
-            history[train_metric(key)] = number
-        if self.run.mirror is not None:
-            self.run.mirror.log_history(history, step)
+        self._history(step, metrics, train_metric)
         if numeric(metrics.get("loss")) is not None:
             self.train_loss.append((step, float(metrics["loss"])))
         if numeric(metrics.get("lr")) is not None:
@@ -81,17 +73,19 @@ class MlflowTrainCallback:
 
     def on_eval(self, step: int, metrics: dict) -> None:
         """Validation figures as ``val/<name>`` (the trainer's ``eval_loss`` becomes ``val/loss``)."""
-        history: dict[str, float] = {}
-        for key, value in metrics.items():
-            number = numeric(value)
-            if number is None or key == "step":
-                continue
-            self.buffer.add(val_metric(key), number, step)
-            history[val_metric(key)] = number
-        if self.run.mirror is not None:
-            self.run.mirror.log_history(history, step)
+        self._history(step, metrics, val_metric)
         if numeric(metrics.get("eval_loss")) is not None:
             self.val_loss.append((step, float(metrics["eval_loss"])))
+
+    def _history(self, step: int, metrics: dict, name) -> None:
+        """The real numbers of ``metrics`` at ``step``, named by ``name(key)``: buffered for MLflow, and
+        sent to the W&B mirror when there is one."""
+        history = {name(key): number for key, value in metrics.items()
+                   if key != "step" and (number := numeric(value)) is not None}
+        for key, number in history.items():
+            self.buffer.add(key, number, step)
+        if self.run.mirror is not None:
+            self.run.mirror.log_history(history, step)
 
     def on_checkpoint(self, step: int, path: Any) -> None:
         return None
