@@ -23,13 +23,16 @@ configure()
 
 import json  # noqa: E402
 import time  # noqa: E402
+from contextlib import contextmanager, nullcontext  # noqa: E402
 from dataclasses import asdict, dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any, Callable, Optional  # noqa: E402
+from typing import Any, Callable, Iterator, Optional  # noqa: E402
 
-from prefect import flow, unmapped  # noqa: E402
+from prefect import flow  # noqa: E402
 
+from flows.data_parts import parsed_parts  # noqa: E402
 from flows.stage_names import STAGES  # noqa: E402
+from flows.task_runners import PARALLEL_RUNNERS, LazyTaskRunner  # noqa: E402
 from lmcore.base_model import BaseModel, resolve_base  # noqa: E402
 from lmcore.config import PipelineConfig  # noqa: E402
 from lmcore.data.inputs import input_paths  # noqa: E402
@@ -37,6 +40,7 @@ from lmcore.errors import ConfigError  # noqa: E402
 from lmcore.store import MANIFEST, Store  # noqa: E402
 from lmcore.tracking.wandb_mirror import check_installed  # noqa: E402
 from tasks import evaluate, pretokenize, register, shard, tokenizer, train, validate  # noqa: E402
+from tasks.hooks import progress_for  # noqa: E402
 
 STAGE_LISTENERS: list[Callable[[str, dict[str, Any]], None]] = []
 
@@ -63,12 +67,14 @@ def _intact(result: dict[str, Any], deep: bool) -> bool:
 
 
 def _call(stage: str, task: Any, refresh: bool, records: dict[str, Any], verify: bool = False,
-          **params: Any) -> dict[str, Any]:
-    """Run one task; its own exception propagates, so the flow fails with the stage's message."""
+          fan_out: Optional[Callable[[dict[str, Any]], Any]] = None, **params: Any) -> dict[str, Any]:
+    """Run one task; its own exception propagates, so the flow fails with the stage's message.
+    ``fan_out(params)``: a context manager that runs the stage's parallel part first (parsing the
+    input in parts) and gives the extra parameters the task then needs."""
     _emit("start", {"stage": stage})
     started = time.perf_counter()
-    runner = task.with_options(refresh_cache=True) if refresh else task
-    state = runner(**params, refresh=refresh, verify=verify, return_state=True)
+    with fan_out(params) if fan_out is not None else nullcontext({}) as extra:
+        state = _run_task(task, refresh, verify, {**params, **extra})
     result = state.result()
     if state.name == "Cached" and not _intact(result, verify):  # Prefect remembers it; the store lost or changed it
         state = task.with_options(refresh_cache=True)(**params, refresh=False, verify=verify, return_state=True)
@@ -78,22 +84,27 @@ def _call(stage: str, task: Any, refresh: bool, records: dict[str, Any], verify:
     return result
 
 
+def _run_task(task: Any, refresh: bool, verify: bool, params: dict[str, Any]) -> Any:
+    runner = task.with_options(refresh_cache=True) if refresh else task
+    return runner(**params, refresh=refresh, verify=verify, return_state=True)
+
+
 def _pretokenize(shards: dict[str, Any], tok: dict[str, Any], config: dict[str, Any], store: str,
-                 refresh: bool, records: dict[str, Any], verify: bool = False,
+                 refresh: bool, records: dict[str, Any], runner: LazyTaskRunner, verify: bool = False,
                  heal: bool = False) -> list[dict[str, Any]]:
-    """One task per Parquet shard, run in parallel by the flow's task runner."""
+    """One task per Parquet shard, in parallel on the task runner ``orchestration`` names."""
     _emit("start", {"stage": "pretokenize"})
     started = time.perf_counter()
     files = sorted(p.name for p in Path(shards["dir"]).glob("*.parquet"))
     task = pretokenize.pretokenize_task
-    runner = task.with_options(refresh_cache=True) if refresh or heal else task
-    futures = runner.map(shard_file=files, shards=unmapped(shards), tokenizer=unmapped(tok),
-                         config=unmapped(config), store=unmapped(store), refresh=unmapped(refresh),
-                         verify=unmapped(verify))
-    futures.wait()
+    task = task.with_options(refresh_cache=True) if refresh or heal else task
+    futures = [runner.submit(task, shard_file=name, shards=shards, tokenizer=tok, config=config, store=store,
+                             refresh=refresh, verify=verify) for name in files]
+    for future in futures:
+        future.wait()
     results, states = [f.result() for f in futures], [f.state for f in futures]
     if not heal and any(s.name == "Cached" and not _intact(r, verify) for s, r in zip(states, results)):
-        return _pretokenize(shards, tok, config, store, refresh, records, verify, heal=True)  # the store lost some
+        return _pretokenize(shards, tok, config, store, refresh, records, runner, verify, heal=True)  # store lost some
     statuses = {_stage_record("pretokenize", s, r, 0.0)["status"] for s, r in zip(states, results)}
     status = "ran" if "ran" in statuses else ("cached" if statuses == {"cached"} else "cached (store)")
     tokens = sum(int(r["summary"].get("tokens", 0) or 0) for r in results)
@@ -167,6 +178,7 @@ class Stage:
     logs_into_run: bool = False                          # computes inside the MLflow run (needs its id)
     record: Callable[[Any, RunState, dict[str, Any]], None] = lambda run, state, result: None
     mapped: bool = False                                 # one task per Parquet shard
+    fans_out: bool = False                               # parses its input in parts on the task runner first
 
 
 def _files(state: RunState) -> dict[str, Any]:
@@ -189,9 +201,9 @@ def _train_tags(state: RunState, result: dict[str, Any]) -> dict[str, Any]:
 
 
 PIPELINE: tuple[Stage, ...] = (
-    Stage("validate", validate, validate.validate_task, lambda s: _files(s),
+    Stage("validate", validate, validate.validate_task, lambda s: _files(s), fans_out=True,
           record=lambda run, s, r: run.log_validation_report(Path(r["dir"]) / "report.json")),
-    Stage("shard", shard, shard.shard_task, lambda s: {**_files(s), "validate": s.results["validate"]},
+    Stage("shard", shard, shard.shard_task, lambda s: {**_files(s), "validate": s.results["validate"]}, fans_out=True,
           record=lambda run, s, r: run.log_dataset({"key": r["key"], "dir": r["dir"]})),
     Stage("tokenizer", tokenizer, tokenizer.tokenizer_task,
           lambda s: {"shards": s.results["shard"], "vocab_size": s.architecture()[1].vocab_size, **s.base_params()},
@@ -233,18 +245,21 @@ def run_stages(cfg: PipelineConfig, until: str = "register", refresh: Optional[s
 
     from flows.deferred_run import DeferredRun
 
-    with DeferredRun(cfg, str(flow_run.id or "") or None) as run:
+    with DeferredRun(cfg, str(flow_run.id or "") or None) as run, LazyTaskRunner(cfg.orchestration) as runner:
         run.log_config()
         for stage in PIPELINE[: STAGES.index(until) + 1]:
             params = {**stage.inputs(state), "config": state.config}
             if stage.mapped:
                 result = _pretokenize(params["shards"], params["tokenizer"], params["config"], state.store,
-                                      stage.name in fresh, records, verify)
+                                      stage.name in fresh, records, runner, verify)
             else:
+                computes = _will_compute(stage, params, state.store, fresh)
                 if stage.logs_into_run:  # open the MLflow run first when the stage will compute: it logs into it
-                    params["run_id"] = run.open() if _will_compute(stage, params, state.store, fresh) else run.run_id
-                result = _call(stage.name, stage.task, stage.name in fresh, records, verify=verify, **params,
-                               store=state.store)
+                    params["run_id"] = run.open() if computes else run.run_id
+                parallel = cfg.orchestration.task_runner in PARALLEL_RUNNERS
+                fan_out = _fan_out(stage, state, runner) if stage.fans_out and computes and parallel else None
+                result = _call(stage.name, stage.task, stage.name in fresh, records, verify=verify, fan_out=fan_out,
+                               **params, store=state.store)
             state.results[stage.name] = result
             record = records[stage.name]
             if record["status"] == "ran":
@@ -254,6 +269,19 @@ def run_stages(cfg: PipelineConfig, until: str = "register", refresh: Optional[s
         records["_run"] = {"mlflow_run_id": run.run_id, "tracking_uri": cfg.tracking_uri() if cfg.tracking.enabled
                            else None, "store": state.store, "flow_run_id": str(flow_run.id or "")}
     return records
+
+
+def _fan_out(stage: Stage, state: RunState, runner: LazyTaskRunner) -> Callable[[dict[str, Any]], Any]:
+    """The parse-in-parts step of a data stage (``flows.data_parts``), for :func:`_call`."""
+
+    @contextmanager
+    def parts(params: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        key = stage.module.key(params)
+        with parsed_parts(stage.name, stage.module.STAGE, key, state.files, state.eval_files, state.config,
+                          state.store, runner, progress_for(stage.name)) as parts_dir:
+            yield {"parts_dir": str(parts_dir)}
+
+    return parts
 
 
 def _will_compute(stage: Stage, params: dict[str, Any], store: str, fresh: set[str]) -> bool:

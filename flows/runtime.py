@@ -40,6 +40,8 @@ DEFAULTS = {
     "PREFECT_LOGGING_EXTRA_LOGGERS": "lmcore",
     # ... and outside a flow run (the library used directly) they are simply not sent, without a warning
     "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
+    # a local Dask cluster (orchestration.task_runner: dask) reports its start and stop at INFO: not news
+    "DASK_LOGGING__DISTRIBUTED": "warning",
 }
 QUIET = {
     # The console handler, not the loggers: INFO task lines still go to the API handler.
@@ -48,6 +50,8 @@ QUIET = {
     "PREFECT_LOGGING_HANDLERS_CONSOLE_TASK_RUNS_LEVEL": "WARNING",
     "MLFLOW_LOGGING_LEVEL": "WARNING",
     "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
+    # a local Dask cluster (orchestration.task_runner: dask) reports its start and stop at INFO: not news
+    "DASK_LOGGING__DISTRIBUTED": "warning",
 }
 
 

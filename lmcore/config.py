@@ -252,6 +252,10 @@ class TrainingConfig(StrictModel):
     keep_last_checkpoints: int = Field(2, ge=1)
     seed: int = 42
     nproc_per_node: int = Field(1, ge=1)
+    nnodes: int = Field(1, ge=1, description="machines training together (torchrun c10d rendezvous); node 0 runs "
+                        "the pipeline, every other one `lmcore train-node CONFIG`")
+    rdzv_endpoint: Optional[str] = Field(None, description="host:port of the rendezvous, reachable from every node "
+                                         "(needed when nnodes > 1)")
     strategy: Literal["ddp", "fsdp"] = "ddp"
     sample_prompts: list[str] = Field(default_factory=lambda: ["ROMEO:", "The king"])
     sample_max_new_tokens: int = Field(48, ge=1)
@@ -270,6 +274,10 @@ class TrainingConfig(StrictModel):
                              "with lora")
         if self.cpu_offload and self.strategy != "fsdp":
             raise ValueError("cpu_offload is FSDP2's: set strategy 'fsdp' (and nproc_per_node, or run under torchrun)")
+        if self.nnodes > 1 and not self.rdzv_endpoint:
+            raise ValueError(f"nnodes {self.nnodes} needs rdzv_endpoint: host:port of node 0, reachable from every node")
+        if self.rdzv_endpoint and not re.fullmatch(r"[\w.\-\[\]:]+:\d{1,5}", self.rdzv_endpoint):
+            raise ValueError(f"rdzv_endpoint must look like host:port, not {self.rdzv_endpoint!r}")
         return self
 
 
@@ -349,6 +357,26 @@ class TrackingConfig(StrictModel):
         return self
 
 
+class OrchestrationConfig(StrictModel):
+    """``orchestration``: where the data stages' tasks run (Prefect task runners). Outputs and store keys
+    are the same for every choice; the store must be on a filesystem every worker sees."""
+
+    task_runner: Literal["threads", "processes", "dask"] = Field(
+        "threads", description="threads: one process; processes: a local pool; dask: a Dask cluster (extra 'dask')")
+    dask_address: Optional[str] = Field(
+        None, description="an existing Dask scheduler, e.g. tcp://scheduler:8786 (None with dask: a local cluster)")
+    max_workers: Optional[int] = Field(None, ge=1, description="threads or processes, or the local Dask cluster's "
+                                       "workers (None: the runner's default; 2 local Dask workers)")
+    part_bytes: int = Field(64 << 20, ge=1024, description="a larger uncompressed input file is parsed in byte "
+                            "ranges of about this size, one task each")
+
+    @model_validator(mode="after")
+    def _address_needs_dask(self) -> "OrchestrationConfig":
+        if self.dask_address and self.task_runner != "dask":
+            raise ValueError("dask_address is for task_runner: dask")
+        return self
+
+
 class PathsConfig(StrictModel):
     """``paths``: where things live. Env: LMCORE_STORE, LMCORE_MODELS, LMCORE_MLFLOW_DIR."""
 
@@ -366,6 +394,7 @@ class PipelineConfig(StrictModel):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     precision: PrecisionConfig = Field(default_factory=PrecisionConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    orchestration: OrchestrationConfig = Field(default_factory=OrchestrationConfig)
     paths: PathsConfig = Field(default_factory=PathsConfig)
 
     # ------------------------------------------------------------------ loading

@@ -50,7 +50,9 @@ log = logging.getLogger("lmcore.store")
 
 MANIFEST = "manifest.json"
 WORK_PREFIX = ".work-"
+PARTS_PREFIX = ".parts-"  # a data stage's parsed parts (lmcore.data.parts), held under a lock like work dirs
 LOCK_SUFFIX = ".lock"
+_LOCKED_PREFIXES = (WORK_PREFIX, PARTS_PREFIX)
 KEY_LENGTH = 20  # hex characters of the blake2b digest used as a directory name
 _CHUNK = 1 << 20
 
@@ -169,6 +171,11 @@ class Store:
 
     def lock_path(self, stage: str, key: str) -> Path:
         return self.root / stage / f"{WORK_PREFIX}{key}{LOCK_SUFFIX}"
+
+    def parts_path(self, stage: str, key: str) -> Path:
+        """Where workers write a data stage's parsed parts before the stage reduces them (its lock file:
+        this path + ``.lock``, held by the run that orchestrates them)."""
+        return self.root / stage / f"{PARTS_PREFIX}{key}"
 
     def exists(self, stage: str, key: str) -> bool:
         return (self.path(stage, key) / MANIFEST).is_file()
@@ -338,13 +345,15 @@ class Store:
         for stage_dir in sorted(p for p in self.root.iterdir() if p.is_dir()):
             for entry in sorted(stage_dir.iterdir()):
                 name = entry.name
-                if name.startswith(WORK_PREFIX) and name.endswith(LOCK_SUFFIX):
+                if name.startswith(_LOCKED_PREFIXES) and name.endswith(LOCK_SUFFIX):
                     if not (stage_dir / name[: -len(LOCK_SUFFIX)]).exists() and not is_locked(entry):
                         found.append(Abandoned(entry, 0, f"{stage_dir.name}: unused lock file"))
-                elif name.startswith(WORK_PREFIX) and entry.is_dir():
+                elif name.startswith(_LOCKED_PREFIXES) and entry.is_dir():
                     if not is_locked(Path(f"{entry}{LOCK_SUFFIX}")):
-                        key = name[len(WORK_PREFIX):]
-                        found.append(Abandoned(entry, _tree_bytes(entry), f"{stage_dir.name} {key}: {_work_note(entry)}"))
+                        prefix = WORK_PREFIX if name.startswith(WORK_PREFIX) else PARTS_PREFIX
+                        key = name[len(prefix):]
+                        note = _work_note(entry) if prefix == WORK_PREFIX else "parsed parts of an unfinished run"
+                        found.append(Abandoned(entry, _tree_bytes(entry), f"{stage_dir.name} {key}: {note}"))
                 elif name.startswith((".old-", ".tmp-")) and entry.is_dir() and not _legacy_writer_alive(entry):
                     found.append(Abandoned(entry, _tree_bytes(entry), f"{stage_dir.name}: leftover of an "
                                                                       "interrupted write"))
@@ -353,7 +362,7 @@ class Store:
     def remove_abandoned(self, entry: Abandoned) -> bool:
         """Delete one :meth:`abandoned` entry if it is still abandoned; False if a writer took it meanwhile."""
         path = entry.path
-        if not path.name.startswith(WORK_PREFIX):  # a leftover of an interrupted swap or an old-style write
+        if not path.name.startswith(_LOCKED_PREFIXES):  # a leftover of an interrupted swap or an old-style write
             shutil.rmtree(path, ignore_errors=True)
             return True
         lock = FileLock(path if path.name.endswith(LOCK_SUFFIX) else Path(f"{path}{LOCK_SUFFIX}"))

@@ -36,7 +36,7 @@ def figure(summary: dict[str, Any]) -> str:
 
 @task(name="shard", cache_key_fn=cache_key_fn(key, STAGE), **TASK_OPTIONS)
 def shard_task(files: list[str], eval_files: list[str], validate: dict[str, Any], config: dict[str, Any],
-               store: str, refresh: bool = False, verify: bool = False) -> dict[str, Any]:
+               store: str, refresh: bool = False, verify: bool = False, parts_dir: str | None = None) -> dict[str, Any]:
     from lmcore.config import DataConfig
     from tasks.hooks import progress_for
 
@@ -45,6 +45,6 @@ def shard_task(files: list[str], eval_files: list[str], validate: dict[str, Any]
     params = {"files": files, "eval_files": eval_files, "validate": validate, "config": config}
     data_cfg = DataConfig(**{**config["data"], "training_data_path": files, "eval_data_path": eval_files})
     return build(STAGE, store, key(params),
-                 lambda out: run_shard(files, data_cfg, out, progress=progress_for("shard")),
+                 lambda out: run_shard(files, data_cfg, out, progress=progress_for("shard"), parts_dir=parts_dir),
                  inputs=inputs(params), config=data_key_config(config), code_version=stage_version(MODULE),
                  refresh=refresh, verify=verify, figure=figure)

@@ -40,7 +40,7 @@ def figure(summary: dict[str, Any]) -> str:
 
 @task(name="validate", cache_key_fn=cache_key_fn(key, STAGE), **TASK_OPTIONS)
 def validate_task(files: list[str], eval_files: list[str], config: dict[str, Any], store: str,
-                  refresh: bool = False, verify: bool = False) -> dict[str, Any]:
+                  refresh: bool = False, verify: bool = False, parts_dir: str | None = None) -> dict[str, Any]:
     from lmcore.config import DataConfig
     from tasks.hooks import progress_for
 
@@ -52,7 +52,7 @@ def validate_task(files: list[str], eval_files: list[str], config: dict[str, Any
     failed_report = f"{store}/{STAGE}/{stage_key_}.failed-report.json"  # kept when the data is rejected
     manifest = build(STAGE, store, stage_key_,
                      lambda out: run_validate(files, data_cfg, out, progress=progress_for(STAGE),
-                                              failure_report_path=failed_report),
+                                              failure_report_path=failed_report, parts_dir=parts_dir),
                      inputs=raw_inputs(files, eval_files), config=data_key_config(config),
                      code_version=stage_version(MODULE), refresh=refresh, verify=verify, figure=figure)
     _publish_report(manifest)

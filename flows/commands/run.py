@@ -21,6 +21,16 @@ def load_config(config: Path, overrides: Optional[List[str]]):
     return PipelineConfig.from_yaml(config, overrides=overrides or [])
 
 
+REPORT_HELP = "Also write the per-stage records (status, seconds, compute seconds, key, summary) to this JSON file."
+
+
+def write_report(records: dict, path: Optional[Path]) -> None:
+    if path is not None:
+        import json
+
+        path.write_text(json.dumps(records, indent=2, default=str), encoding="utf-8")
+
+
 def run_flow(make_call: Callable[[], Callable[[], dict]], console) -> dict:
     """Pick the Prefect API, then run the flow call ``make_call()`` returns, with the live stage report.
 
@@ -85,8 +95,7 @@ def register(app: typer.Typer) -> None:
         refresh: Optional[str] = typer.Option(None, "--refresh", help=f"Recompute this stage and every stage "
                                               f"below it ({STAGE_HELP})."),
         sample: bool = typer.Option(True, "--sample/--no-sample", help="End with a sample generation."),
-        report: Optional[Path] = typer.Option(None, "--report", help="Also write the per-stage records "
-                                              "(status, seconds, compute seconds, key, summary) to this JSON file."),
+        report: Optional[Path] = typer.Option(None, "--report", help=REPORT_HELP),
         verify: bool = typer.Option(False, "--verify", help="Check the sha256 of every stored file before reusing "
                                     "it (default: size and modification time)."),
     ) -> None:
@@ -112,10 +121,7 @@ def register(app: typer.Typer) -> None:
             return lambda: pipeline(cfg, refresh=refresh, verify=verify)
 
         records = run_flow(make_call, console)
-        if report:
-            import json
-
-            report.write_text(json.dumps(records, indent=2, default=str), encoding="utf-8")
+        write_report(records, report)
         if sample:
             print_sample(records, cfg, console)
         where_to_look(records, console)

@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from flows.commands.run import load_config, run_flow
+from flows.commands.run import REPORT_HELP, load_config, run_flow, write_report
 from flows.stage_names import STAGE_HELP, STAGES
 
 
@@ -21,6 +21,7 @@ def register(app: typer.Typer) -> None:
         refresh: bool = typer.Option(False, "--refresh", help="Recompute this stage even if its output exists."),
         verify: bool = typer.Option(False, "--verify", help="Check the sha256 of every stored file before reusing "
                                     "it (default: size and modification time)."),
+        report: Optional[Path] = typer.Option(None, "--report", help=REPORT_HELP),
     ) -> None:
         """Run one stage as its own Prefect flow; the stages above it come from the cache."""
         if name not in STAGES:
@@ -45,4 +46,5 @@ def register(app: typer.Typer) -> None:
             return lambda: STAGE_FLOWS[name](cfg, refresh=refresh, verify=verify)
 
         records = run_flow(make_call, console)
+        write_report(records, report)
         where_to_look(records, console)

@@ -189,23 +189,35 @@ def _skip_rest_of_line(stream: BinaryIO, head: bytes, limit: int) -> OversizeLin
 
 
 def iter_lines(path: str, on_bytes: Optional[Callable[[int], None]] = None,
-               max_line_bytes: Optional[int] = None) -> Iterator[tuple[int, bytes]]:
+               max_line_bytes: Optional[int] = None, start: int = 0,
+               end: Optional[int] = None) -> Iterator[tuple[int, bytes]]:
     """Yield ``(line_number, raw_line)`` for every line of ``path``, terminators and BOM removed.
 
     ``on_bytes(n)`` is called with the number of on-disk (compressed) bytes
     consumed since its previous call, about once per MiB and at the end.
     A line over ``max_line_bytes`` (default :data:`MAX_LINE_BYTES`) comes as an :class:`OversizeLine`.
+    ``start``/``end``: only the lines that start in that byte range of an uncompressed file
+    (``start`` must be a line start; see :func:`line_ranges`), numbered from 1 within the range.
     """
     max_bytes = max_line_bytes or MAX_LINE_BYTES
     limit = max_bytes + 2  # room for "\r\n"
     stream, disk = open_raw(path)
+    ranged = bool(start) or end is not None
+    if ranged:
+        if getattr(stream, "raw", None) is not disk:
+            stream.close()
+            disk.close()
+            raise ValueError(f"{path}: byte ranges need an uncompressed file")
+        stream.seek(start)
     readline = stream.readline
-    reported = 0
+    reported = start
     since_check = 0  # decompressed bytes since the last look at the disk position
     number = 0
     try:
         try:
             while True:
+                if end is not None and stream.tell() >= end:
+                    break
                 line = readline(limit)
                 if not line:
                     break
@@ -217,7 +229,7 @@ def iter_lines(path: str, on_bytes: Optional[Callable[[int], None]] = None,
                     line = line[:-2] if line.endswith(b"\r\n") else line[:-1]
                 elif line.endswith(b"\r"):
                     line = line[:-1]
-                if number == 1 and line.startswith(UTF8_BOM):
+                if number == 1 and start == 0 and line.startswith(UTF8_BOM):
                     line = line[len(UTF8_BOM):]
                 yield number, line
                 if on_bytes is not None:
@@ -235,12 +247,36 @@ def iter_lines(path: str, on_bytes: Optional[Callable[[int], None]] = None,
                 raise DataFormatError(f"cannot read zstd stream after line {number}: {exc}", path=path) from None
             raise
         if on_bytes is not None:
-            end = os.fstat(disk.fileno()).st_size
-            if end > reported:
-                on_bytes(end - reported)
+            last = end if end is not None else os.fstat(disk.fileno()).st_size
+            if last > reported:
+                on_bytes(last - reported)
     finally:
         stream.close()
         disk.close()
+
+
+def is_compressed(path: str) -> bool:
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    return head.startswith(GZIP_MAGIC) or head.startswith(ZSTD_MAGIC)
+
+
+def line_ranges(path: str, target_bytes: int) -> list[tuple[int, int]]:
+    """``path`` cut into byte ranges of about ``target_bytes`` that each start at a line start (one range
+    for a compressed or small file). The same file and target always give the same ranges."""
+    size = os.path.getsize(path)
+    if size <= target_bytes or is_compressed(path):
+        return [(0, size)]
+    cuts = [0]
+    with open(path, "rb") as fh:
+        while cuts[-1] + target_bytes < size:
+            fh.seek(cuts[-1] + target_bytes - 1)  # the byte before the nominal cut: a newline there cuts there
+            fh.readline()
+            position = fh.tell()
+            if position >= size:
+                break
+            cuts.append(position)
+    return [(a, b) for a, b in zip(cuts, cuts[1:] + [size])]
 
 
 def total_bytes(files: Iterable[InputFile]) -> int:

@@ -38,7 +38,8 @@ from lmcore.data.formats import Progress
 from lmcore.data.records import Record
 from lmcore.data.report import ReportBuilder, check_invalid_fraction
 from lmcore.data.schema import RECORD_SCHEMA, stable_fraction
-from lmcore.data.verdicts import config_verdicts, stage_inputs, verdict_settings
+from lmcore.data.parts import stage_verdicts
+from lmcore.data.verdicts import stage_inputs, verdict_settings
 from lmcore.errors import DataFormatError
 
 if TYPE_CHECKING:
@@ -143,7 +144,7 @@ class SplitWriter:
 
 
 def run_shard(paths: Optional[Iterable[str | Path]], data_cfg: "DataConfig", out_dir: str | Path,
-              progress: Optional[Progress] = None) -> dict[str, Any]:
+              progress: Optional[Progress] = None, parts_dir: str | Path | None = None) -> dict[str, Any]:
     """Write the valid, de-duplicated records of ``paths`` (+ ``data.eval_data_path``) as Parquet shards.
 
     ``paths`` None = ``data.training_data_path``. Returns ``splits`` {train,
@@ -151,7 +152,8 @@ def run_shard(paths: Optional[Iterable[str | Path]], data_cfg: "DataConfig", out
     (records dropped by ``data.max_samples_train``), the verdict ``totals``,
     ``reasons`` and ``invalid_fraction``, and ``warnings``. Raises
     :class:`DataFormatError` above ``data.max_invalid_fraction`` or when no
-    record is usable.
+    record is usable. ``parts_dir``: the lines were parsed by workers into parts
+    (``lmcore.data.parts``); the shards are byte-identical.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -161,7 +163,7 @@ def run_shard(paths: Optional[Iterable[str | Path]], data_cfg: "DataConfig", out
     cap = data_cfg.max_samples_train
     capped = 0
     try:
-        for v in config_verdicts(files, data_cfg, progress):
+        for v in stage_verdicts(files, data_cfg, progress, parts_dir):
             builder.add(v)
             record = v.record
             if record is None:

@@ -33,7 +33,8 @@ import orjson
 from lmcore.data.formats import Progress
 from lmcore.data.records import BLANK, escape_raw
 from lmcore.data.report import ReportBuilder, check_invalid_fraction
-from lmcore.data.verdicts import config_verdicts, stage_inputs, verdict_settings
+from lmcore.data.parts import stage_verdicts
+from lmcore.data.verdicts import stage_inputs, verdict_settings
 from lmcore.errors import DataFormatError
 
 if TYPE_CHECKING:
@@ -48,21 +49,22 @@ QUARANTINE_FILE = "quarantine.jsonl"
 
 def run_validate(paths: Optional[Iterable[str | Path]], data_cfg: "DataConfig", out_dir: str | Path,
                  progress: Optional[Progress] = None, failure_report_path: str | Path | None = None,
-                 enforce: bool = True) -> dict[str, Any]:
+                 enforce: bool = True, parts_dir: str | Path | None = None) -> dict[str, Any]:
     """Validate ``paths`` (None = ``data.training_data_path``) plus ``data.eval_data_path``; write the report.
 
     Returns a JSON-able summary: ``totals``, ``reasons``, ``invalid_fraction``,
     ``kinds``, ``lengths``, ``files`` (per-file counts) and ``report`` (the
     report file name). ``progress(bytes_done, bytes_total)`` is called about
     once per MiB read. ``enforce=False`` skips the max_invalid_fraction check
-    (the CLI uses it to print a failing report and decide the exit code itself).
+    (the CLI uses it to print a failing report and decide the exit code itself). ``parts_dir``: the
+    lines were parsed by workers into parts (``lmcore.data.parts``); the outputs are the same.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files = stage_inputs(paths, data_cfg)
     builder = ReportBuilder(verdict_settings(data_cfg), files)
     with open(out / QUARANTINE_FILE, "wb", buffering=1 << 20) as quarantine:
-        for v in config_verdicts(files, data_cfg, progress):
+        for v in stage_verdicts(files, data_cfg, progress, parts_dir):
             builder.add(v)
             if v.reason is not None and v.reason != BLANK:
                 quarantine.write(orjson.dumps({"file": v.file.path, "line": v.line, "reason": v.reason,

@@ -23,7 +23,8 @@ EVENTS = ("on_train_start", "on_log", "on_eval", "on_checkpoint", "on_train_end"
 
 
 class CallbackList:
-    """Dispatches events to callbacks that define them; silent on non-main ranks."""
+    """Dispatches events to callbacks that define them; silent on non-main ranks, except to callbacks
+    marked ``every_rank = True`` (the multi-node event relay, whose rank need not be global rank 0)."""
 
     def __init__(self, callbacks: Iterable[Any] = (), is_main: bool = True):
         self.callbacks = list(callbacks)
@@ -32,9 +33,9 @@ class CallbackList:
     def __call__(self, event: str, *args) -> None:
         if event not in EVENTS:
             raise ValueError(f"unknown callback event {event!r}")
-        if not self.is_main:
-            return
         for cb in self.callbacks:
+            if not (self.is_main or getattr(cb, "every_rank", False)):
+                continue
             method = getattr(cb, event, None)
             if method is not None:
                 method(*args)

@@ -317,19 +317,36 @@ def _fsdp_sync_off(model):
 # --------------------------------------------------------------------------- launching
 
 
+@dataclass(frozen=True)
+class Rendezvous:
+    """torchrun's c10d rendezvous of several nodes: ``nnodes`` agents meet at ``endpoint`` (host:port)
+    under ``run_id``. Ranks are assigned by the rendezvous, not by node number."""
+
+    nnodes: int
+    endpoint: str
+    run_id: str
+
+    def args(self) -> list[str]:
+        return ["--nnodes", str(self.nnodes), "--rdzv-backend", "c10d", "--rdzv-endpoint", self.endpoint,
+                "--rdzv-id", self.run_id]
+
+
 def torchrun_command(nproc_per_node: int, module_or_script: str, args: Sequence[str] = (),
-                     python: str = sys.executable) -> list[str]:
-    """``python -m torch.distributed.run --standalone --nproc_per_node N <module or script> args``.
-    A name ending in ``.py`` is a script; anything else runs as a module (``-m``)."""
+                     python: str = sys.executable, rendezvous: Optional[Rendezvous] = None) -> list[str]:
+    """``python -m torch.distributed.run --standalone --nproc_per_node N <module or script> args``, or
+    with a :class:`Rendezvous` the multi-node form. A name ending in ``.py`` is a script; anything
+    else runs as a module (``-m``)."""
     target = [module_or_script] if module_or_script.endswith(".py") else ["-m", module_or_script]
-    return [python, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1",
-            "--nproc_per_node", str(int(nproc_per_node)), *target, *map(str, args)]
+    nodes = rendezvous.args() if rendezvous is not None else ["--standalone", "--nnodes", "1"]
+    return [python, "-m", "torch.distributed.run", *nodes, "--nproc_per_node", str(int(nproc_per_node)), *target,
+            *map(str, args)]
 
 
 def launch_torchrun(nproc_per_node: int, module_or_script: str, args: Iterable[str] = (),
                     on_line: Optional[Callable[[str], None]] = None, env: Optional[dict] = None,
                     cwd: Optional[str] = None, tail_lines: int = 60,
-                    on_start: Optional[Callable[[subprocess.Popen], None]] = None) -> None:
+                    on_start: Optional[Callable[[subprocess.Popen], None]] = None,
+                    rendezvous: Optional[Rendezvous] = None) -> None:
     """Run ``module_or_script`` in ``nproc_per_node`` torchrun processes and wait.
 
     Output (stdout and stderr of every rank, merged) is streamed line by line to
@@ -342,7 +359,7 @@ def launch_torchrun(nproc_per_node: int, module_or_script: str, args: Iterable[s
     """
     if nproc_per_node < 1:
         raise ValueError("nproc_per_node must be >= 1")
-    cmd = torchrun_command(nproc_per_node, module_or_script, list(args))
+    cmd = torchrun_command(nproc_per_node, module_or_script, list(args), rendezvous=rendezvous)
     child_env = dict(os.environ if env is None else env)
     for key in (*TORCHRUN_ENV, "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID"):
         child_env.pop(key, None)  # a parent already under torchrun must not leak its rank

@@ -23,7 +23,9 @@ import json
 import logging
 import os
 import signal
+import socket
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
@@ -31,7 +33,8 @@ from lmcore.errors import ConfigError, LmcoreError, TrainingInterrupted
 from lmcore.train import interrupt
 from lmcore.train.callbacks import EVENTS, CallbackList
 from lmcore.train.checkpoint import latest_good_checkpoint
-from lmcore.train.distributed import DistributedError, launch_torchrun
+from lmcore.locks import pid_alive
+from lmcore.train.distributed import DistributedError, Rendezvous, launch_torchrun
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +61,18 @@ def run_train_multiprocess(cfg, model_cfg, token_dirs, tokenizer_dir, out_dir, c
         else:
             log.info("%s", line)
 
+    t = cfg.training
+    rendezvous = Rendezvous(t.nnodes, t.rdzv_endpoint, Path(out_dir).name.lstrip(".")) if t.nnodes > 1 else None
     with tempfile.TemporaryDirectory(prefix="lmcore-launch-") as tmp:
-        spec = Path(tmp) / "spec.json"
-        spec.write_text(json.dumps({
+        spec_data = {
             "cfg": cfg.model_dump(mode="json"), "model_cfg": model_cfg.model_dump(mode="json"),
             "token_dirs": [str(d) for d in token_dirs], "tokenizer_dir": str(tokenizer_dir) if tokenizer_dir else None,
             "out_dir": str(out_dir), "resume_from": str(resume_from) if resume_from else None,
-            "base": dataclasses.asdict(base) if base is not None else None}))
+            "base": dataclasses.asdict(base) if base is not None else None, "relay_events": True}
+        spec = Path(tmp) / "spec.json"
+        spec.write_text(json.dumps(spec_data))
+        if rendezvous is not None:  # the other nodes find the run here (`lmcore train-node`)
+            write_ticket(Path(out_dir), spec_data, rendezvous, nproc)
         stop_file = Path(out_dir) / interrupt.STOP_FILE
         stop_file.unlink(missing_ok=True)
         group: dict[str, int] = {}
@@ -72,7 +80,7 @@ def run_train_multiprocess(cfg, model_cfg, token_dirs, tokenizer_dir, out_dir, c
                                        on_hard_exit=lambda: _kill_group(group.get("pid"))):
             try:
                 launch_torchrun(nproc, "lmcore.train.worker", [str(spec)], on_line=on_line,
-                                on_start=lambda proc: group.update(pid=proc.pid))
+                                on_start=lambda proc: group.update(pid=proc.pid), rendezvous=rendezvous)
             except DistributedError:
                 signum = interrupt.stop_requested()
                 if signum is None:
@@ -82,6 +90,8 @@ def run_train_multiprocess(cfg, model_cfg, token_dirs, tokenizer_dir, out_dir, c
                     f"training in {nproc} processes stopped by {interrupt.signal_name(signum)}; checkpoint kept: "
                     f"{kept or 'none yet'}. Run the same command again to resume from it.", signum=signum,
                     step=-1, checkpoint=kept) from None
+            finally:
+                (Path(out_dir) / TICKET).unlink(missing_ok=True)
     if not result:
         raise LmcoreError(f"distributed training in {nproc} processes ended without a summary")
     return result
@@ -104,8 +114,73 @@ def _check_devices(nproc: int) -> None:
                           "or set CUDA_VISIBLE_DEVICES", key="training.nproc_per_node")
 
 
+# --------------------------------------------------------------------------- several nodes
+
+TICKET = "rendezvous.json"
+
+
+def write_ticket(out_dir: Path, spec: dict[str, Any], rendezvous: Rendezvous, nproc: int) -> Path:
+    """What the other nodes need to join: the run's spec, the rendezvous and who wrote it (node 0)."""
+    ticket = {**spec, "relay_events": False, "nproc_per_node": nproc, "host": socket.gethostname(),
+              "pid": os.getpid(), "rendezvous": dataclasses.asdict(rendezvous)}
+    tmp = out_dir / f".{TICKET}.tmp"
+    tmp.write_text(json.dumps(ticket), encoding="utf-8")
+    tmp.replace(out_dir / TICKET)
+    return out_dir / TICKET
+
+
+def find_ticket(cfg) -> Optional[dict[str, Any]]:
+    """The open ticket of a train stage in ``cfg``'s store that this config can join (same ``nnodes`` and
+    ``rdzv_endpoint``), newest first; None while there is none. A ticket of a dead node 0 on this
+    host is ignored."""
+    root = Path(cfg.paths.store) / "train"
+    candidates = sorted(root.glob(f".work-*/{TICKET}"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for path in candidates:
+        try:
+            ticket = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # being written, or removed meanwhile
+        meeting = ticket.get("rendezvous") or {}
+        if meeting.get("nnodes") != cfg.training.nnodes or meeting.get("endpoint") != cfg.training.rdzv_endpoint:
+            continue
+        if ticket.get("host") == socket.gethostname() and not pid_alive(int(ticket.get("pid", -1))):
+            continue
+        return ticket
+    return None
+
+
+def join_training(cfg, wait_s: float = 3600.0, on_line=None, on_wait=None, poll_s: float = 1.0) -> None:
+    """Node K of a multi-node run: wait for node 0's ticket in the shared store, then join its rendezvous
+    with ``training.nproc_per_node`` local ranks until training ends. Only node 0 relays events (MLflow,
+    progress); global rank 0, wherever it runs, writes the checkpoints into the shared store."""
+    if cfg.training.nnodes < 2:
+        raise ConfigError("lmcore train-node is for multi-node runs: set training.nnodes >= 2 and "
+                          "training.rdzv_endpoint", key="training.nnodes")
+    deadline = time.monotonic() + wait_s
+    ticket = find_ticket(cfg)
+    if ticket is None and on_wait is not None:
+        on_wait(Path(cfg.paths.store) / "train")
+    while ticket is None:
+        if time.monotonic() > deadline:
+            raise LmcoreError(f"no train stage to join in {Path(cfg.paths.store) / 'train'} after {wait_s:.0f} s: "
+                              "start the pipeline on node 0 with the same config (training.nnodes, rdzv_endpoint)")
+        time.sleep(poll_s)
+        ticket = find_ticket(cfg)
+    rendezvous = Rendezvous(**ticket["rendezvous"])
+    nproc = int(ticket["nproc_per_node"])
+    _check_devices(nproc)
+    with tempfile.TemporaryDirectory(prefix="lmcore-node-") as tmp:
+        spec = Path(tmp) / "spec.json"
+        spec.write_text(json.dumps(ticket), encoding="utf-8")
+        launch_torchrun(nproc, "lmcore.train.worker", [str(spec)], on_line=on_line, rendezvous=rendezvous)
+
+
 class EventPrinter:
-    """Rank 0's callback in a child: prints each event as one JSON line for the parent."""
+    """The relaying rank's callback in a child (local rank 0 of the node that runs the pipeline): prints
+    each event as one JSON line for the parent. ``every_rank``: it hears events even when its rank is
+    not global rank 0 (metrics are global: every rank computes the same numbers)."""
+
+    every_rank = True
 
     def __getattr__(self, name: str):
         if name not in EVENTS:

@@ -87,7 +87,8 @@ def run_train(cfg, model_cfg, token_dirs: list[Path], tokenizer_dir: Optional[Pa
     _check_vocab(tokenizer_dir, model_cfg)
     if cfg.training.cpu_offload:
         _check_offload()
-    if (cfg.training.nproc_per_node > 1 or cfg.training.cpu_offload) and not inside_torchrun():
+    if (cfg.training.nproc_per_node > 1 or cfg.training.nnodes > 1 or cfg.training.cpu_offload) \
+            and not inside_torchrun():
         # relaunch under torchrun; callbacks hear rank 0's events here
         return run_train_multiprocess(cfg, model_cfg, token_dirs, tokenizer_dir, out_dir, callbacks, resume_from,
                                       base=base)

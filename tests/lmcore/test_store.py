@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -148,6 +149,22 @@ def test_a_live_writers_work_is_never_abandoned_whatever_its_age(tmp_path):
     assert entry.path == work and entry.bytes == 100 and "1 checkpoint(s), newest step-00000020" in entry.what
     assert store.remove_abandoned(entry) and not work.exists()
     assert sorted(p.name for p in (tmp_path / "train").iterdir()) == ["other"]
+
+
+def test_parsed_parts_of_a_live_run_are_kept_and_of_a_dead_one_freed(tmp_path):
+    store = Store(tmp_path)
+    parts = store.parts_path("validate", "k1")
+    parts.mkdir(parents=True)
+    (parts / "part-00000.arrow").write_bytes(b"p" * 64)
+    holder = _hold(Path(f"{parts}.lock"))  # the run that orchestrates them
+    try:
+        assert store.abandoned() == []
+    finally:
+        holder.kill()
+        holder.wait()
+    [entry] = store.abandoned()
+    assert entry.path == parts and entry.bytes == 64 and "parsed parts" in entry.what
+    assert store.remove_abandoned(entry) and not parts.exists()
 
 
 def test_a_second_builder_waits_for_the_live_writer_and_uses_its_output(tmp_path):

@@ -6,6 +6,7 @@ the GLOBAL target-token count and DDP/FSDP average gradients over ranks. Both go
 the real ``run_train``, which relaunches itself under torchrun when nproc_per_node > 1.
 """
 
+import os
 import sys
 from pathlib import Path
 
@@ -172,3 +173,37 @@ def test_transformer_blocks_and_unwrap_find_the_model_layers():
     wrapper = torch.nn.Module()
     wrapper.module = model
     assert unwrap_model(wrapper) is model
+
+
+def test_two_nodes_on_localhost_follow_the_single_process_loss_curve(token_dir, single_process_run, tmp_path):
+    """Node 0 is ``run_train`` here (as the pipeline's train stage calls it); node 1 is ``lmcore train-node``
+    in another process, which waits for node 0's ticket in the shared store, then both meet at torchrun's
+    c10d rendezvous (gloo, one rank each): 2 nodes x micro-batch 2 = the reference's micro-batch 4."""
+    import subprocess
+
+    from tests.servers import free_port
+
+    single, _ = single_process_run
+    store = tmp_path / "store"
+    raw = training_config(batch_size=2, nproc=1).model_dump(mode="json")
+    raw["training"].update(nnodes=2, rdzv_endpoint=f"127.0.0.1:{free_port()}")
+    raw["paths"]["store"] = str(store)
+    cfg = PipelineConfig.from_dict(raw)
+    config = tmp_path / "config.yaml"
+    config.write_text(cfg.to_yaml())
+    root = Path(__file__).resolve().parents[3]
+    node1 = subprocess.Popen([sys.executable, "-m", "flows.cli", "train-node", str(config), "--node-rank", "1",
+                              "--wait", "120"], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(root)},
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        out_dir = store / "train" / ".work-twonodes"  # where the train stage of a pipeline run trains
+        double = LossRecorder()
+        summary = run_train(cfg, MODEL, [token_dir], None, out_dir, [double])
+        output, _ = node1.communicate(timeout=120)
+    finally:
+        node1.kill()
+    assert node1.returncode == 0, output
+    assert "node 1: training finished" in output
+    np.testing.assert_allclose(double.losses, single.losses, rtol=1e-5)
+    assert summary["steps"] == 5 and (out_dir / "final" / "model.safetensors").is_file()
+    assert not (out_dir / "rendezvous.json").exists()  # the ticket is gone with the run
