@@ -10,6 +10,11 @@ alike.  Reports tokens/s of each (median step time after warm-up), their ratio, 
 fraction of lmcore's step time spent waiting for data.
 
     .venv/bin/python benchmarks/bench_train.py [--dtype fp32|bf16] [--steps 20] [--compile]
+    .venv/bin/python benchmarks/bench_train.py --out-of-box     # lmcore's defaults vs transformers eager fp32
+
+``--out-of-box``: lmcore with the config a user gets without touching ``precision`` (``dtype: auto``,
+the default compile setting, the default loss path) against transformers eager in fp32, the way
+a plain loop runs it.
 """
 
 from __future__ import annotations
@@ -42,15 +47,16 @@ def write_tokens(out_dir: Path, n_tokens: int, doc_len: int = 1500, seed: int = 
     writer.close()
 
 
-def build_lmcore(token_dir: Path, dtype: str, compile_: bool, doc_mask: bool = True):
-    cfg = PipelineConfig.from_dict({"training": {"batch_size": BATCH, "learning_rate": 3e-4},
-                                    "precision": {"dtype": dtype, "use_compile": compile_}})
+def build_lmcore(token_dir: Path, dtype: str, compile_: bool, doc_mask: bool = True, defaults: bool = False):
+    precision = {} if defaults else {"dtype": dtype, "use_compile": compile_}
+    cfg = PipelineConfig.from_dict({"training": {"batch_size": BATCH, "learning_rate": 3e-4}, "precision": precision})
     model_cfg = ModelConfig(vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=FFN, num_layers=LAYERS,
                             num_heads=HEADS, num_kv_heads=KV, seq_length=SEQ, document_masking=doc_mask)
     torch.manual_seed(0)
     trainer = Trainer(Transformer(model_cfg), cfg)
+    state_note = f"precision {trainer.precision.name}, compile {cfg.precision.use_compile}"
     batches = iter(PackedLoader([token_dir], "train", SEQ, BATCH, seed=0))
-    state = {"wait": 0.0}
+    state = {"wait": 0.0, "note": state_note}
 
     def step() -> None:
         start = time.perf_counter()
@@ -102,14 +108,20 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true", help="torch.compile both models")
     ap.add_argument("--no-doc-mask", action="store_true", help="lmcore without document masking (plain causal)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    ap.add_argument("--out-of-box", action="store_true", help="lmcore's default precision and compile settings "
+                    "against transformers eager fp32")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         token_dir = Path(tmp) / "tokens"
         write_tokens(token_dir, (args.steps + 2) * BATCH * SEQ + 1)
-        hf_step, hf_params = build_hf(args.steps, args.dtype, args.compile)
-        lm_step, lm_state, lm_params = build_lmcore(token_dir, args.dtype, args.compile, not args.no_doc_mask)
+        if args.out_of_box:
+            hf_step, hf_params = build_hf(args.steps, "fp32", False)
+        else:
+            hf_step, hf_params = build_hf(args.steps, args.dtype, args.compile)
+        lm_step, lm_state, lm_params = build_lmcore(token_dir, args.dtype, args.compile, not args.no_doc_mask,
+                                                    defaults=args.out_of_box)
         hf_times, lm_times = [], []
         for i in range(args.steps):  # interleaved, so load changes on a shared machine hit both alike
             hf_times.append(timed(hf_step))
@@ -119,8 +131,10 @@ def main() -> None:
     hf_tps = BATCH * SEQ / statistics.median(hf_times[args.warmup:])
     lm_tps = BATCH * SEQ / statistics.median(lm_times[args.warmup:])
     wait = lm_state["wait"] / sum(lm_times[args.warmup:])
-    print(f"threads={torch.get_num_threads()} dtype={args.dtype} compile={args.compile} steps={args.steps} "
-          f"lmcore document masking={not args.no_doc_mask}")
+    mode = "out of the box (lmcore defaults vs transformers eager fp32)" if args.out_of_box else \
+        f"dtype={args.dtype} compile={args.compile}"
+    print(f"threads={torch.get_num_threads()} {mode} steps={args.steps} lmcore document masking={not args.no_doc_mask}"
+          f"; lmcore: {lm_state['note']}")
     print(f"params lmcore={lm_params:,} transformers={hf_params:,}")
     print(f"transformers LlamaForCausalLM: {hf_tps:8.0f} tokens/s")
     print(f"lmcore trainer:                {lm_tps:8.0f} tokens/s  (ratio {lm_tps / hf_tps:.2f}x)")

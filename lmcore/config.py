@@ -257,6 +257,8 @@ class TrainingConfig(StrictModel):
     rdzv_endpoint: Optional[str] = Field(None, description="host:port of the rendezvous, reachable from every node "
                                          "(needed when nnodes > 1)")
     strategy: Literal["ddp", "fsdp"] = "ddp"
+    loss_chunk_rows: int = Field(1024, ge=0, description="the head and loss are computed this many tokens at a "
+                                 "time, without the full logits (0: through the full logits)")
     sample_prompts: list[str] = Field(default_factory=lambda: ["ROMEO:", "The king"])
     sample_max_new_tokens: int = Field(48, ge=1)
     lora: Optional[LoraConfig] = Field(None, description="low-rank adapters on a frozen base (fine-tuning)")

@@ -35,7 +35,7 @@ import torch
 from lmcore.errors import LmcoreError
 from lmcore.train.checkpoint import load_model
 from lmcore.train.context import default_device
-from lmcore.train.trainer import loss_totals
+from lmcore.train.trainer import loss_chunk_rows, loss_totals
 from lmcore.train.precision import resolve_precision
 from lmcore.hardware.flops import device_peak_flops, mfu, model_flops_per_token
 
@@ -90,7 +90,8 @@ def run_evaluate(checkpoint_dir: Path, token_dirs: list[Path], tokenizer_dir: Op
         loader = None
     if loader is not None:
         start = time.perf_counter()
-        nats, targets, tokens = loss_totals(model, loader, precision, device, progress=progress)
+        nats, targets, tokens = loss_totals(model, loader, precision, device, progress=progress,
+                                            chunk_rows=loss_chunk_rows(model, cfg.training))
         seconds = time.perf_counter() - start
         loss = nats / targets if targets else float("nan")
         tps = tokens / seconds if seconds > 0 else 0.0

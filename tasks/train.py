@@ -31,7 +31,8 @@ def inputs(p: dict[str, Any]) -> dict[str, Any]:
 # Training keys that only say what to print or what evaluate samples: same weights either way.
 NOT_IN_KEY = ("log_every", "sample_prompts", "sample_max_new_tokens", "rdzv_endpoint")
 # Keys added after the first release enter the key only when set, so existing keys stay the same.
-IN_KEY_WHEN_SET = {"lora": None, "seq_length_warmup": None, "cpu_offload": False, "nnodes": 1}
+IN_KEY_WHEN_SET = {"lora": None, "seq_length_warmup": None, "cpu_offload": False, "nnodes": 1,
+                   "loss_chunk_rows": 1024}
 
 
 def key_config(p: dict[str, Any]) -> dict[str, Any]:

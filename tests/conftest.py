@@ -11,6 +11,7 @@ import tempfile
 _SESSION_TMP = tempfile.mkdtemp(prefix="lmcore-tests-")
 
 os.environ.setdefault("PREFECT_HOME", os.path.join(_SESSION_TMP, "prefect"))
+os.environ["LMCORE_CACHE_DIR"] = os.path.join(_SESSION_TMP, "lmcore-cache")  # the bf16 probe's answer
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")

@@ -80,7 +80,7 @@ def detect(device_type: Optional[str] = None) -> HardwareInfo:
             compile=compile_ok, flash_attn=False, cpu_cores=cores)
     total, available = _ram()
     return HardwareInfo(
-        device_type="cpu", name=_cpu_name(), count=1, total_memory=total, free_memory=available,
+        device_type="cpu", name=cpu_name(), count=1, total_memory=total, free_memory=available,
         bf16=_autocast_works("cpu", torch.bfloat16), fp16=_autocast_works("cpu", torch.float16),
         compile=compile_ok, flash_attn=False, cpu_cores=cores)
 
@@ -129,7 +129,7 @@ def _ram() -> tuple[int, int]:
         return 0, 0
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
             for line in fh:

@@ -65,7 +65,9 @@ def training_dtype(cfg: PipelineConfig, hw: HardwareInfo) -> str:
     wanted = cfg.precision.dtype
     if wanted == "auto":  # the same rule as lmcore.train.precision.resolve_precision
         if hw.device_type == "cpu":
-            return "fp32"
+            from lmcore.hardware.bf16_probe import cpu_bf16_pays
+
+            return "bf16" if hw.bf16 and cpu_bf16_pays() else "fp32"
         return "bf16" if hw.bf16 else ("fp16" if hw.fp16 else "fp32")
     return wanted
 

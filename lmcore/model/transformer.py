@@ -12,7 +12,8 @@ get ``init_std / sqrt(2 * num_layers)`` so the stream's variance does not grow
 with depth. When embeddings are tied there is no ``lm_head`` module at all: the
 state dict holds one copy of the matrix (safetensors refuses shared tensors).
 
-``forward`` returns logits; the trainer computes the loss. Generation with a
+``forward`` returns logits, or with ``targets`` the summed loss (which the trainer uses: the
+chunked head + loss of :mod:`lmcore.model.loss` never holds the full logits). Generation with a
 KV cache lives in :mod:`lmcore.model.generation` (``model.generate``).
 """
 
@@ -30,6 +31,7 @@ from lmcore.config import ModelConfig
 from lmcore.model.attention_backends import AttentionPlan, activation_dtype, plan_attention
 from lmcore.model.block import Block
 from lmcore.model.kv_cache import KVCache
+from lmcore.model.loss import IGNORE_INDEX, linear_cross_entropy
 from lmcore.model.norm import RMSNorm
 from lmcore.model.rope import rope_tables
 
@@ -66,13 +68,17 @@ class Transformer(nn.Module):
 
     # ------------------------------------------------------------------ forward
 
-    def forward(self, input_ids: torch.Tensor, doc_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Logits ``[B, T, V]`` for token ids ``[B, T]``.
+    def forward(self, input_ids: torch.Tensor, doc_ids: Optional[torch.Tensor] = None,
+                targets: Optional[torch.Tensor] = None, loss_chunk_rows: int = 0) -> torch.Tensor:
+        """Logits ``[B, T, V]`` for token ids ``[B, T]``; with ``targets`` ``[B, T]``, the summed
+        cross-entropy (nats, float32) against them instead (``-100`` = no target).
 
         ``doc_ids`` ``[B, T]`` marks packed documents (contiguous runs of one id, as
         ``PackedLoader`` yields them); when ``config.document_masking`` is on, a token
         attends only to earlier tokens of its own document. Logits are in the activation
-        dtype (float32 for a float32 model; bf16 under bf16 autocast).
+        dtype (float32 for a float32 model; bf16 under bf16 autocast). ``loss_chunk_rows`` > 0
+        computes the loss ``loss_chunk_rows`` tokens at a time without the full logits
+        (:mod:`lmcore.model.loss`); 0 through the logits.
         """
         cfg = self.config
         x = self.embed_tokens(input_ids)
@@ -86,7 +92,18 @@ class Transformer(nn.Module):
                 x = checkpoint(layer, x, cos, sin, plan, use_reentrant=False)
             else:
                 x = layer(x, cos, sin, plan)
-        return self.head(self.norm(x))
+        if targets is None:
+            return self.head(self.norm(x))
+        return self.loss(self.norm(x), targets, loss_chunk_rows)
+
+    def loss(self, hidden: torch.Tensor, targets: torch.Tensor, chunk_rows: int = 0) -> torch.Tensor:
+        """Summed cross-entropy (float32 nats) of the head's logits for ``hidden`` against ``targets``."""
+        if chunk_rows > 0 and (self.lm_head is None or type(self.lm_head) is nn.Linear):  # not under LoRA
+            weight = self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
+            return linear_cross_entropy(hidden, weight, targets, chunk_rows)
+        logits = self.head(hidden)
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1),
+                               ignore_index=IGNORE_INDEX, reduction="sum")
 
     def head(self, x: torch.Tensor) -> torch.Tensor:
         """Hidden states ``[..., C]`` to logits ``[..., V]``."""

@@ -3,7 +3,8 @@
 ``precision.dtype`` resolution:
 
 * ``auto``: bf16 autocast on GPUs that support bf16 (Ampere and later), fp16 autocast
-  plus a ``GradScaler`` on older GPUs, fp32 on CPU.
+  plus a ``GradScaler`` on older GPUs; on a CPU, bf16 autocast where bf16 matmuls are clearly
+  faster (measured once per machine, :mod:`lmcore.hardware.bf16_probe`), else fp32.
 * ``bf16`` / ``fp16`` / ``fp32``: as asked (fp16 on CPU is not supported by autocast and
   falls back to bf16 with a warning).
 * ``precision.use_mixed_precision: false`` forces fp32 whatever ``dtype`` says.
@@ -67,6 +68,10 @@ def resolve_precision(precision_cfg, device: torch.device | str) -> Precision:
     if want == "auto":
         if kind == "cuda":
             want = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        elif kind == "cpu":
+            from lmcore.hardware.bf16_probe import cpu_bf16_pays
+
+            want = "bf16" if cpu_bf16_pays() else "fp32"
         else:
             want = "fp32"
     if want == "fp16" and kind == "cpu":

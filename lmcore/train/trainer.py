@@ -50,9 +50,25 @@ def token_loss_sum(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
                            ignore_index=IGNORE_INDEX, reduction="sum")
 
 
+def batch_loss_sum(model: torch.nn.Module, ids: torch.Tensor, doc_ids, targets: torch.Tensor,
+                   chunk_rows: int) -> torch.Tensor:
+    """Summed nats of ``model`` on one batch. ``chunk_rows`` > 0: the model computes its head and loss in
+    chunks of that many tokens without the full logits (``lmcore.model.loss``); 0: through the logits."""
+    if chunk_rows > 0:
+        return model(ids, doc_ids=doc_ids, targets=targets, loss_chunk_rows=chunk_rows)
+    return token_loss_sum(model(ids, doc_ids=doc_ids), targets)
+
+
+def loss_chunk_rows(model: torch.nn.Module, training_cfg) -> int:
+    """``training.loss_chunk_rows`` for lmcore's Transformer (which computes its own loss), else 0."""
+    from lmcore.model import Transformer
+
+    return int(training_cfg.loss_chunk_rows) if isinstance(model, Transformer) else 0
+
+
 @torch.no_grad()
 def loss_totals(model: torch.nn.Module, batches, precision: Precision, device: torch.device,
-                max_batches: int | None = None, progress=None) -> tuple[float, int, int]:
+                max_batches: int | None = None, progress=None, chunk_rows: int = 0) -> tuple[float, int, int]:
     """``(total nats, target tokens, input tokens)`` of ``model`` over ``batches`` (eval mode, restored after);
     ``progress(done, total)`` after each batch when given."""
     was_training = model.training
@@ -67,8 +83,8 @@ def loss_totals(model: torch.nn.Module, batches, precision: Precision, device: t
             tgt = batch.targets.to(device, non_blocking=True)
             with precision.autocast():
                 docs = attention_doc_ids(batch.doc_ids)
-                logits = model(ids, doc_ids=None if docs is None else docs.to(device, non_blocking=True))
-            nats += token_loss_sum(logits, tgt).double()
+                docs = None if docs is None else docs.to(device, non_blocking=True)
+                nats += batch_loss_sum(model, ids, docs, tgt, chunk_rows).double()
             targets += int(batch.num_target_tokens)
             tokens += ids.numel()
             if progress is not None:
@@ -93,6 +109,7 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, cfg.training, "cpu" if cfg.training.cpu_offload else self.device)
         self.scaler = self.precision.grad_scaler()
         self.progress = TrainProgress()
+        self.loss_chunk_rows = loss_chunk_rows(self.model, cfg.training)
 
     # ------------------------------------------------------------------ one update
     def train_step(self, micro_batches: list, lr: float, stop: bool = False) -> StepResult:
@@ -118,8 +135,7 @@ class Trainer:
             docs = None if docs is None else docs.to(self.device, non_blocking=True)
             with self.ctx.no_sync(self.train_model, skip_sync=i < last):
                 with self.precision.autocast():
-                    logits = self.train_model(ids, doc_ids=docs)
-                nats = token_loss_sum(logits, tgt)
+                    nats = batch_loss_sum(self.train_model, ids, docs, tgt, self.loss_chunk_rows)
                 self.scaler.scale(nats * scale).backward()
             loss_sum += nats.detach()
         loss_sum = self.ctx.all_reduce_sum(loss_sum)
@@ -152,7 +168,8 @@ class Trainer:
         """Token-weighted loss over the first ``max_batches`` of ``loader`` (from its start, every time)."""
         if hasattr(loader, "set_epoch"):
             loader.set_epoch(0)
-        nats, targets, tokens = loss_totals(self.model, loader, self.precision, self.device, max_batches)
+        nats, targets, tokens = loss_totals(self.model, loader, self.precision, self.device, max_batches,
+                                            chunk_rows=self.loss_chunk_rows)
         totals = self.ctx.all_reduce_sum(torch.tensor([nats, float(targets)], dtype=torch.float64,
                                                       device=self.device)).tolist()
         loss = totals[0] / totals[1] if totals[1] else float("nan")

@@ -60,15 +60,15 @@ def test_a_diverged_run_names_a_checkpoint_that_is_still_there(tmp_path, monkeyp
     from lmcore.errors import TrainingDivergedError
     from lmcore.train import trainer
 
-    real = trainer.token_loss_sum
+    real = trainer.batch_loss_sum
     calls = []
 
-    def nan_after_a_while(logits, targets):  # the loss turns NaN after the first checkpoint (step 4)
+    def nan_after_a_while(*args):  # the loss turns NaN after the first checkpoint (step 4)
         calls.append(1)
-        loss = real(logits, targets)
+        loss = real(*args)
         return loss * float("nan") if len(calls) > 5 else loss
 
-    monkeypatch.setattr(trainer, "token_loss_sum", nan_after_a_while)
+    monkeypatch.setattr(trainer, "batch_loss_sum", nan_after_a_while)
     cfg = _cfg(tmp_path, tracking={"enabled": False},
                training={"max_steps": 30, "checkpoint_every": 4, "max_nonfinite_steps": 3})
     with pytest.raises(TrainingDivergedError) as caught:

@@ -236,9 +236,16 @@ def test_explicit_preset_is_kept_whatever_the_hardware():
     assert choose_preset(cfg, detect("cpu"))[0] == "medium"
 
 
-def test_training_dtype_follows_precision_config_and_hardware():
+def test_training_dtype_follows_precision_config_and_hardware(tmp_path, monkeypatch):
+    import json
+
+    from lmcore.hardware import bf16_probe
+
     assert training_dtype(PipelineConfig(), gpu(24)) == "bf16"
-    assert training_dtype(PipelineConfig(), detect("cpu")) == "fp32"
+    monkeypatch.setenv("LMCORE_CACHE_DIR", str(tmp_path))
+    for pays, expected in ((False, "fp32"), (True, "bf16" if detect("cpu").bf16 else "fp32")):
+        (tmp_path / bf16_probe.CACHE_FILE).write_text(json.dumps({bf16_probe.machine_key(): {"bf16_pays": pays}}))
+        assert training_dtype(PipelineConfig(), detect("cpu")) == expected  # the plan says what training will do
     old = HardwareInfo(device_type="cuda", name="Tesla T4", free_memory=15 * GiB, bf16=False, fp16=True)
     assert training_dtype(PipelineConfig(), old) == "fp16"
     no_mixed = PipelineConfig.from_dict({"precision": {"use_mixed_precision": False, "dtype": "bf16"}})
