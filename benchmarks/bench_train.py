@@ -10,11 +10,11 @@ alike.  Reports tokens/s of each (median step time after warm-up), their ratio, 
 fraction of lmcore's step time spent waiting for data.
 
     .venv/bin/python benchmarks/bench_train.py [--dtype fp32|bf16] [--steps 20] [--compile]
-    .venv/bin/python benchmarks/bench_train.py --out-of-box     # lmcore's defaults vs transformers eager fp32
 
-``--out-of-box``: lmcore with the config a user gets without touching ``precision`` (``dtype: auto``,
-the default compile setting, the default loss path) against transformers eager in fp32, the way
-a plain loop runs it.
+Two ratios: **matched** (the trainer and transformers at the same ``--dtype`` / ``--compile``) and
+**out of the box** (lmcore with the config a user gets without touching ``precision``: ``dtype: auto``,
+``use_compile: auto`` for a run of ``--planned-steps``, the default chunked loss) against
+transformers eager in fp32, the way a plain loop runs it.
 """
 
 from __future__ import annotations
@@ -47,14 +47,20 @@ def write_tokens(out_dir: Path, n_tokens: int, doc_len: int = 1500, seed: int = 
     writer.close()
 
 
-def build_lmcore(token_dir: Path, dtype: str, compile_: bool, doc_mask: bool = True, defaults: bool = False):
+def build_lmcore(token_dir: Path, dtype: str, compile_: bool, doc_mask: bool = True, defaults: bool = False,
+                 planned_steps: int = 0):
+    """The trainer's real step; ``defaults``: the config a user gets without touching ``precision``, with
+    ``use_compile: auto`` deciding for a run of ``planned_steps`` as ``fit`` does."""
     precision = {} if defaults else {"dtype": dtype, "use_compile": compile_}
     cfg = PipelineConfig.from_dict({"training": {"batch_size": BATCH, "learning_rate": 3e-4}, "precision": precision})
     model_cfg = ModelConfig(vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=FFN, num_layers=LAYERS,
                             num_heads=HEADS, num_kv_heads=KV, seq_length=SEQ, document_masking=doc_mask)
     torch.manual_seed(0)
     trainer = Trainer(Transformer(model_cfg), cfg)
-    state_note = f"precision {trainer.precision.name}, compile {cfg.precision.use_compile}"
+    if defaults:
+        trainer.compile_for_run(planned_steps, None)
+    state_note = f"precision {trainer.precision.name}, compiled {trainer.compiled}, " \
+                 f"loss chunks of {trainer.loss_chunk_rows} rows"
     batches = iter(PackedLoader([token_dir], "train", SEQ, BATCH, seed=0))
     state = {"wait": 0.0, "note": state_note}
 
@@ -102,43 +108,51 @@ def timed(step) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="precision of both loops")
+    ap.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="precision of the matched pair")
     ap.add_argument("--steps", type=int, default=20, help="optimizer steps per contender")
     ap.add_argument("--warmup", type=int, default=4, help="first steps left out of the median")
-    ap.add_argument("--compile", action="store_true", help="torch.compile both models")
+    ap.add_argument("--compile", action="store_true", help="torch.compile both models of the matched pair")
     ap.add_argument("--no-doc-mask", action="store_true", help="lmcore without document masking (plain causal)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
-    ap.add_argument("--out-of-box", action="store_true", help="lmcore's default precision and compile settings "
-                    "against transformers eager fp32")
+    ap.add_argument("--planned-steps", type=int, default=2000,
+                    help="run length the out-of-the-box trainer plans for (use_compile: auto decides on it)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    matched_hf = (args.dtype, args.compile) != ("fp32", False)
     with tempfile.TemporaryDirectory() as tmp:
         token_dir = Path(tmp) / "tokens"
-        write_tokens(token_dir, (args.steps + 2) * BATCH * SEQ + 1)
-        if args.out_of_box:
-            hf_step, hf_params = build_hf(args.steps, "fp32", False)
-        else:
-            hf_step, hf_params = build_hf(args.steps, args.dtype, args.compile)
-        lm_step, lm_state, lm_params = build_lmcore(token_dir, args.dtype, args.compile, not args.no_doc_mask,
-                                                    defaults=args.out_of_box)
-        hf_times, lm_times = [], []
-        for i in range(args.steps):  # interleaved, so load changes on a shared machine hit both alike
-            hf_times.append(timed(hf_step))
-            lm_times.append(timed(lm_step))
+        write_tokens(token_dir, (args.steps + 2) * BATCH * SEQ * 2 + 1)
+        hf_step, hf_params = build_hf(args.steps, "fp32", False)
+        steps = {"transformers fp32 eager": hf_step}
+        if matched_hf:
+            steps[f"transformers {args.dtype} compile={args.compile}"] = build_hf(args.steps, args.dtype, args.compile)[0]
+        matched_step, matched_state, lm_params = build_lmcore(token_dir, args.dtype, args.compile, not args.no_doc_mask)
+        default_step, default_state, _ = build_lmcore(token_dir, args.dtype, args.compile, not args.no_doc_mask,
+                                                      defaults=True, planned_steps=args.planned_steps)
+        steps["lmcore matched"] = matched_step
+        steps["lmcore defaults"] = default_step
+        times: dict[str, list[float]] = {name: [] for name in steps}
+        for i in range(args.steps):  # interleaved, so load changes on a shared machine hit all alike
+            for name, step in steps.items():
+                times[name].append(timed(step))
             if i == args.warmup - 1:
-                lm_state["wait"] = 0.0
-    hf_tps = BATCH * SEQ / statistics.median(hf_times[args.warmup:])
-    lm_tps = BATCH * SEQ / statistics.median(lm_times[args.warmup:])
-    wait = lm_state["wait"] / sum(lm_times[args.warmup:])
-    mode = "out of the box (lmcore defaults vs transformers eager fp32)" if args.out_of_box else \
-        f"dtype={args.dtype} compile={args.compile}"
-    print(f"threads={torch.get_num_threads()} {mode} steps={args.steps} lmcore document masking={not args.no_doc_mask}"
-          f"; lmcore: {lm_state['note']}")
-    print(f"params lmcore={lm_params:,} transformers={hf_params:,}")
-    print(f"transformers LlamaForCausalLM: {hf_tps:8.0f} tokens/s")
-    print(f"lmcore trainer:                {lm_tps:8.0f} tokens/s  (ratio {lm_tps / hf_tps:.2f}x)")
-    print(f"lmcore data wait: {100 * wait:.3f}% of step time")
+                matched_state["wait"] = default_state["wait"] = 0.0
+    tps = {name: BATCH * SEQ / statistics.median(t[args.warmup:]) for name, t in times.items()}
+    base = tps["transformers fp32 eager"]
+    hf_matched = tps[f"transformers {args.dtype} compile={args.compile}"] if matched_hf else base
+    wait = matched_state["wait"] / sum(times["lmcore matched"][args.warmup:])
+    print(f"threads={torch.get_num_threads()} steps={args.steps} lmcore document masking={not args.no_doc_mask}; "
+          f"params lmcore={lm_params:,} transformers={hf_params:,}")
+    print(f"transformers LlamaForCausalLM fp32 eager: {base:8.0f} tokens/s")
+    if matched_hf:
+        print(f"transformers {args.dtype} compile={args.compile}:      {hf_matched:8.0f} tokens/s")
+    print(f"lmcore trainer, matched (dtype={args.dtype} compile={args.compile}): {tps['lmcore matched']:8.0f} tokens/s  "
+          f"(ratio {tps['lmcore matched'] / hf_matched:.2f}x; data wait {wait:.2%})")
+    print(f"lmcore trainer, out of the box ({default_state['note']}, planned {args.planned_steps} steps): "
+          f"{tps['lmcore defaults']:8.0f} tokens/s  (ratio {tps['lmcore defaults'] / base:.2f}x vs transformers "
+          f"fp32 eager)")
+
 
 if __name__ == "__main__":
     main()

@@ -14,7 +14,14 @@ network, no installs; it needs torch with CUDA plus pydantic and pyyaml (for
 5. the same in fp16 with a GradScaler (eager, fewer steps);
 6. with flash-attn installed, bf16 + compile again with ``attention_backend=flash``;
 7. with ``--cpu-offload``, ``training.cpu_offload`` (FSDP2's CPUOffloadPolicy in a process group of
-   one): peak GPU memory with and without it, next to lmcore's estimate.
+   one): peak GPU memory with and without it, next to lmcore's estimate;
+8. flex attention (the document-mask path on CUDA) against SDPA's math path: values and the
+   gradients of q, k and v, in fp32, for rows of 1-3 packed documents and grouped KV heads;
+9. with ``--sweep`` (gpu_check.sh's default): bf16 at 1 and 2 documents per row x batch 16 and 32
+   x eager / compiled (``default``), then ``max-autotune-no-cudagraphs`` while time is left
+   (``--budget-s``); each run is one row of the table ``runs`` in the JSON.
+
+The JSON is rewritten after every section, so a run cut short by a timeout keeps what it measured.
 
 The training step is lmcore's real one (``lmcore.train.trainer.Trainer.train_step``: forward
 under autocast, token-summed cross-entropy, backward, clipping, fused AdamW) when that
@@ -218,6 +225,84 @@ def attention_agreement(device: torch.device, tiny: bool, flash: bool) -> dict:
     return result
 
 
+def flex_vs_math(device: torch.device, tiny: bool) -> dict:
+    """flex attention with lmcore's document block mask vs the math reference with the dense mask:
+    outputs and the gradients of q, k, v (fp32, GQA 4 query heads over 2 KV heads)."""
+    section("flex attention vs SDPA math (document masks): values and gradients, fp32")
+    from lmcore.model.attention_backends import (AttentionPlan, attend, document_block_mask, document_causal_mask,
+                                                 flex_attention_available)
+
+    if not flex_attention_available():
+        log("flex_attention is not in this torch: skipped")
+        return {"available": False, "agree": True}
+    B, H, KV, T, D = (2, 4, 2, 128, 16) if tiny else (4, 8, 2, 1024, 64)
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(B, h, T, D, generator=gen).to(device) for h in (H, KV, KV))
+    grad_out = torch.randn(B, H, T, D, generator=gen).to(device)
+    docs = torch.zeros(B, T, dtype=torch.int32)
+    docs[0, T // 2:] = 1                       # two documents
+    docs[1, T // 4:] = 1                       # three, one of them short
+    docs[1, T - T // 8:] = 2
+    docs = docs.to(device)
+    plans = {"flex": AttentionPlan("flex", is_causal=False, block_mask=document_block_mask(docs), doc_ids=docs),
+             "math": AttentionPlan("math", is_causal=False, mask=document_causal_mask(docs))}
+    grads = device.type == "cuda"   # flex_attention has no backward on CPU: values only there
+    results = {}
+    for name, plan in plans.items():
+        leaves = [t.clone().requires_grad_(grads) for t in (q, k, v)]
+        out = attend(*leaves, plan)
+        if grads:
+            out.backward(grad_out)
+        results[name] = [out.detach(), *((t.grad for t in leaves) if grads else ())]
+    tol = 2e-3 if device.type == "cuda" else 1e-4   # TF32 matmuls on the GPU
+    report = {"available": True, "shape": [B, H, KV, T, D], "tolerance": tol, "gradients_checked": grads}
+    if not grads:
+        log("(gradients: CUDA only, flex_attention has no CPU backward)")
+    ok = True
+    for label, a, b in zip(("out", "grad_q", "grad_k", "grad_v"), results["flex"], results["math"]):
+        diff = (a - b).abs().max().item()
+        scale = max(1.0, b.abs().max().item())
+        report[f"{label}_max_abs_diff"] = diff
+        agree = diff <= tol * scale
+        ok &= agree
+        log(f"{label:>6}: flex vs math max |diff| {diff:.2e} (max |value| {scale:.2f}) -> "
+            f"{'OK' if agree else 'MISMATCH'}")
+    report["agree"] = ok
+    return report
+
+
+SWEEP_DOCS, SWEEP_BATCHES = (2, 1), (16, 32)
+
+
+def sweep(shape: dict, tiny: bool, device: torch.device, peak, warmup: int, steps: int, started: float,
+          budget_s: float, write) -> list[dict]:
+    """bf16 runs over documents per row x batch x compile mode, most telling first; a run is skipped
+    (and listed as skipped) once the time budget is spent. ``write`` saves the table so far."""
+    section(f"sweep: docs/row {SWEEP_DOCS} x batch {SWEEP_BATCHES} x compile (budget {budget_s:.0f} s)")
+    can_compile = not (tiny and device.type == "cpu")
+    grid = [(docs, batch, mode) for mode in ("default", "eager") for docs in SWEEP_DOCS for batch in SWEEP_BATCHES]
+    grid += [(2, 16, "max-autotune-no-cudagraphs")]
+    rows = []
+    for docs, batch, mode in grid:
+        compile_ = mode != "eager"
+        elapsed = time.perf_counter() - started
+        # max-autotune benchmarks kernels for minutes: only with half the budget still left
+        reserve = budget_s / 2 if mode.startswith("max-autotune") else 0.0
+        why = ("no torch.compile in --tiny on CPU" if compile_ and not can_compile else
+               f"time budget ({elapsed:.0f} of {budget_s:.0f} s spent)" if elapsed > budget_s - reserve else None)
+        if why:
+            log(f"skipped docs/row={docs} batch={batch} {mode}: {why}")
+            rows.append({"docs_per_row": docs, "batch": batch, "compile_mode": mode, "skipped": why})
+            continue
+        name = "tiny" if tiny else "gpt2-small"
+        row = train_benchmark(name, shape, "bf16", compile_, batch, warmup, steps, device, peak,
+                              docs_per_row=docs, compile_mode=mode if compile_ else "default")
+        row["compile_mode"] = mode
+        rows.append(row)
+        write(rows)
+    return rows
+
+
 def cpu_offload_check(shape: dict, batch: int, steps: int, device: torch.device) -> dict:
     """training.cpu_offload: a few real Trainer steps with FSDP2's CPUOffloadPolicy in a process group of
     one, against the same steps without it: peak GPU memory of each, loss finite, and the estimate."""
@@ -290,6 +375,9 @@ def main(argv=None) -> int:
                     help="packed documents per row: 2 (default) masks them, 1 is plain causal attention")
     ap.add_argument("--skip-fp16", action="store_true", help="skip the fp16 + GradScaler run")
     ap.add_argument("--cpu-offload", action="store_true", help="also check training.cpu_offload (FSDP2, one GPU)")
+    ap.add_argument("--sweep", action="store_true", help="bf16 over docs/row 1,2 x batch 16,32 x eager/compiled "
+                    "(+ max-autotune while time is left) instead of the single bf16/fp16/flash runs")
+    ap.add_argument("--budget-s", type=float, default=400.0, help="--sweep starts no run after this many seconds")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     args = ap.parse_args(argv)
 
@@ -328,39 +416,63 @@ def main(argv=None) -> int:
     report = {"hardware": hw.to_dict(), "torch": torch.__version__, "cuda": torch.version.cuda,
               "peak_bf16": peak_bf16, "peak_fp16": peak_fp16}
     report["auto_preset"] = auto_preset(hw)
+
+    def write(runs_so_far=None) -> None:
+        if runs_so_far is not None:
+            report["runs"] = runs_so_far
+        report["total_s"] = round(time.perf_counter() - started, 1)
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(report, indent=2, default=str))
+
     report["attention"] = attention_agreement(device, tiny, hw.flash_attn)
+    report["flex_vs_math"] = flex_vs_math(device, tiny)
+    write()
     docs = args.docs_per_row
-    runs = [train_benchmark("gpt2-small" if not tiny else "tiny", shape, "bf16", compile_, batch, warmup, steps,
-                            device, peak_bf16, docs_per_row=docs, compile_mode=args.compile_mode)]
-    if not args.skip_fp16:
-        runs.append(train_benchmark("gpt2-small" if not tiny else "tiny", shape, "fp16", False, batch,
-                                    max(1, warmup // 2), max(2, steps // 3), device, peak_fp16, docs_per_row=docs))
-    if hw.flash_attn and time.perf_counter() - started > 150:
-        log("\n(flash-attn run skipped: over 150 s already)")
-    elif hw.flash_attn:
-        runs.append(train_benchmark("gpt2-small", shape, "bf16", compile_, batch, warmup, steps, device,
-                                    peak_bf16, backend="flash", docs_per_row=docs, compile_mode=args.compile_mode))
+    if args.sweep:
+        runs = sweep(shape, tiny, device, peak_bf16, warmup, steps, started, args.budget_s, write)
+    else:
+        runs = [train_benchmark("gpt2-small" if not tiny else "tiny", shape, "bf16", compile_, batch, warmup, steps,
+                                device, peak_bf16, docs_per_row=docs, compile_mode=args.compile_mode)]
+        write(runs)
+        if not args.skip_fp16:
+            runs.append(train_benchmark("gpt2-small" if not tiny else "tiny", shape, "fp16", False, batch,
+                                        max(1, warmup // 2), max(2, steps // 3), device, peak_fp16,
+                                        docs_per_row=docs))
+            write(runs)
+        if hw.flash_attn and time.perf_counter() - started > 150:
+            log("\n(flash-attn run skipped: over 150 s already)")
+        elif hw.flash_attn:
+            runs.append(train_benchmark("gpt2-small", shape, "bf16", compile_, batch, warmup, steps, device,
+                                        peak_bf16, backend="flash", docs_per_row=docs, compile_mode=args.compile_mode))
     report["runs"] = runs
+    write()
     if args.cpu_offload:
         report["cpu_offload"] = cpu_offload_check(shape, batch, max(2, steps // 5), device)
     report["total_s"] = round(time.perf_counter() - started, 1)
 
     section("summary")
+    measured = [r for r in runs if "skipped" not in r]
     for r in runs:
+        if "skipped" in r:
+            log(f"bf16 {r['compile_mode']:>26} docs/row={r['docs_per_row']} batch {r['batch']:>3}: skipped ({r['skipped']})")
+            continue
         m = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "n/a"
         mem = f"{r['peak_memory_gib']} GiB" if r["peak_memory_gib"] is not None else "-"
-        log(f"{r['dtype']}{'+compile' if r['compile'] else '':8} attn={r['attention_backend']:5} "
-            f"docs/row={r['docs_per_row']} "
-            f"{r['tokens_per_sec']:>12,.0f} tok/s  MFU {m:>6}  peak mem {mem:>10}  "
+        mode = r["compile_mode"] if r["compile"] else "eager"
+        log(f"{r['dtype']} {mode:>26} attn={r['attention_backend']:5} docs/row={r['docs_per_row']} "
+            f"batch {r['batch']:>3} {r['tokens_per_sec']:>12,.0f} tok/s  MFU {m:>6}  peak mem {mem:>10}  "
             f"(est {r['estimated_memory_gib']} GiB)  loss finite: {r['finite']}")
-    log(f"attention backends agree: {report['attention']['agree']}; auto preset: {report['auto_preset']['preset']}; "
+    flex = report["flex_vs_math"]
+    checked = "values and gradients" if flex.get("gradients_checked") else "values"
+    log(f"attention backends agree: {report['attention']['agree']}; flex vs math ({checked}): "
+        f"{flex['agree'] if flex.get('available') else 'n/a'}; auto preset: {report['auto_preset']['preset']}; "
         f"total {report['total_s']} s")
+    write()
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2, default=str))
         log(f"figures written to {args.json}")
     offload = report.get("cpu_offload", {})
-    ok = report["attention"]["agree"] and all(r["finite"] for r in runs) and all(
+    ok = report["attention"]["agree"] and flex["agree"] and all(r["finite"] for r in measured) and all(
         v.get("finite", True) for v in offload.values() if isinstance(v, dict))
     return 0 if ok else 1
 

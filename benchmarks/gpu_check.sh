@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # GPU check: ONE command for a GPU machine. Prints hardware, the auto preset, attention
-# backend agreement, and tokens/s + MFU + peak memory of a ~125M model (bf16 + compile,
-# then fp16 + GradScaler). No network, no installs; about 1-3 minutes on an H100.
+# backend agreement, flex attention vs SDPA math (values and gradients), and a bf16 sweep of a
+# ~110M model (documents per row 1/2 x batch 16/32 x eager/compiled, then max-autotune while
+# time is left): tokens/s, MFU, peak memory. No network, no installs; under 8 minutes on an
+# H100/H200 (the sweep starts no run after 400 s; the whole is cut at 470 s, the JSON kept).
 #
 #   bash benchmarks/gpu_check.sh            # figures to stdout (+ $OUT/gpu_check.json when OUT is set)
+#   bash benchmarks/gpu_check.sh --no-sweep # the short check: one bf16 + compile run and one fp16 run
 #   bash benchmarks/gpu_check.sh --help     # options of benchmarks/gpu_check.py
 #
 # Needs: python3 with a CUDA torch, pydantic and pyyaml (lmcore.config). PYTHON=... picks another
@@ -36,4 +39,10 @@ fi
 json_args=()
 if [ -n "${OUT:-}" ]; then json_args=(--json "$OUT/gpu_check.json"); fi
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
-exec timeout 290 "$PY" benchmarks/gpu_check.py ${json_args[@]+"${json_args[@]}"} "$@"
+sweep_args=(--sweep)
+args=()
+for a in "$@"; do
+  if [ "$a" = "--no-sweep" ]; then sweep_args=(); else args+=("$a"); fi
+done
+exec timeout 470 "$PY" benchmarks/gpu_check.py ${json_args[@]+"${json_args[@]}"} ${sweep_args[@]+"${sweep_args[@]}"} \
+  ${args[@]+"${args[@]}"}

@@ -288,7 +288,9 @@ class PrecisionConfig(StrictModel):
 
     dtype: DtypeChoice = "auto"
     use_mixed_precision: bool = Field(True, description="False forces fp32 whatever dtype says")
-    use_compile: bool = False
+    use_compile: bool | Literal["auto"] = Field(
+        "auto", description="torch.compile the model; auto: on CUDA, and on a CPU for runs long enough to "
+                            "earn back the compile time (lmcore.train.compile)")
     compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
 
 

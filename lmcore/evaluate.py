@@ -78,7 +78,7 @@ def run_evaluate(checkpoint_dir: Path, token_dirs: list[Path], tokenizer_dir: Op
     out_dir.mkdir(parents=True, exist_ok=True)
     device = default_device()
     model, model_cfg, meta = load_model(checkpoint_dir, device)
-    precision = resolve_precision(cfg.precision, device)
+    precision = resolve_precision(cfg.precision, device, model_cfg.hidden_size)
     metrics: dict = {"checkpoint": str(checkpoint_dir), "step": meta.get("step"), "precision": precision.name,
                      "parameters": model_cfg.num_parameters(), "split": "eval"}
     try:

@@ -342,7 +342,7 @@ class Store:
         found: list[Abandoned] = []
         if not self.root.is_dir():
             return found
-        for stage_dir in sorted(p for p in self.root.iterdir() if p.is_dir()):
+        for stage_dir in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")):
             for entry in sorted(stage_dir.iterdir()):
                 name = entry.name
                 if name.startswith(_LOCKED_PREFIXES) and name.endswith(LOCK_SUFFIX):

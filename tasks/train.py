@@ -59,6 +59,9 @@ def figure(summary: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+COMPILE_CACHE = ".compile-cache"  # under the store root; not a stage (store listings skip dot folders)
+
+
 @task(name="train", cache_key_fn=cache_key_fn(key, STAGE), **TASK_OPTIONS)
 def train_task(tokens: list[dict[str, Any]], tokenizer: dict[str, Any], model_config: dict[str, Any],
                config: dict[str, Any], store: str, run_id: str | None = None, base: dict[str, Any] | None = None,
@@ -82,8 +85,12 @@ def train_task(tokens: list[dict[str, Any]], tokenizer: dict[str, Any], model_co
             callbacks = [LoggingCallback(), *([run.train_callback()] if run_id else []), *TRAIN_CALLBACKS]
             from lmcore.base_model import BaseModel
 
-            return run_train(cfg, model_cfg, [Path(t["dir"]) for t in tokens], Path(tokenizer["dir"]), out,
-                             callbacks, base=BaseModel(**base) if base else None)
+            from lmcore.train.compile import compile_cache
+
+            # compiled graphs cached beside the store: the next run of this shape starts in seconds
+            with compile_cache(Path(store) / COMPILE_CACHE):
+                return run_train(cfg, model_cfg, [Path(t["dir"]) for t in tokens], Path(tokenizer["dir"]), out,
+                                 callbacks, base=BaseModel(**base) if base else None)
 
     # Resumable: the work directory (checkpoints) outlives a kill, Ctrl-C or a divergence, and the
     # same command continues from its newest good checkpoint; --refresh train starts afresh.

@@ -51,9 +51,10 @@ def render_plan(cfg, console, device_type: Optional[str] = None) -> None:
 
     from lmcore.hardware import GiB, choose, detect, measure_cpu_matmul_peak, model_flops_per_token, peak_flops
     from lmcore.hardware import training_dtype
+    from lmcore.hardware.presets import resolve_architecture
 
     hw = detect(device_type)
-    dtype = training_dtype(cfg, hw)
+    dtype = training_dtype(cfg, hw, resolve_architecture(cfg, hw)[1].hidden_size)  # the model it would train
     yes = {True: "[green]yes[/]", False: "[red]no[/]"}
     console.print(f"[bold]device[/]      {hw.device_type} x{hw.count}: {hw.name}")
     console.print(f"[bold]memory[/]      {hw.free_memory / GiB:.1f} GiB free of {hw.total_memory / GiB:.1f} GiB"

@@ -6,6 +6,11 @@ without them emulate bf16 and lose. The datasheet is not at hand, so ``precision
 times a 512x512 matmul both ways (about 20 ms) the first time and picks bf16 when it is at least
 :data:`MIN_SPEEDUP` times faster.
 
+The matmul units only pay on matrices of some size: a training step at hidden 64 ran 1.34x slower
+in bf16 on a CPU whose bf16 matmul is 2.1x faster, hidden 128 broke even and hidden 256 was 1.38x
+faster (batch 8x128, docs/experiments.md). So bf16 is picked for models of at least
+:data:`MIN_HIDDEN_SIZE`.
+
 Remembered in ``$LMCORE_CACHE_DIR/hardware.json`` (default ``~/.cache/lmcore``), keyed by CPU
 model, thread count and torch version, so every later run, plan and test decides the same way
 without timing again. Delete the file to measure again.
@@ -23,6 +28,7 @@ from pathlib import Path
 import torch
 
 MIN_SPEEDUP = 1.3
+MIN_HIDDEN_SIZE = 256   # narrower models run slower in bf16 autocast on a CPU, whatever its matmul units
 SIZE = 512
 CACHE_FILE = "hardware.json"
 
@@ -37,8 +43,11 @@ def machine_key() -> str:
     return f"{cpu_name()}|{platform.machine()}|threads={torch.get_num_threads()}|torch={torch.__version__}"
 
 
-def cpu_bf16_pays() -> bool:
-    """True when bf16 matmuls are at least ``MIN_SPEEDUP`` times faster than fp32 here (cached)."""
+def cpu_bf16_pays(hidden_size: int | None = None) -> bool:
+    """True when bf16 matmuls are at least ``MIN_SPEEDUP`` times faster than fp32 here (cached) and the
+    model (``hidden_size``; None: not known) is at least ``MIN_HIDDEN_SIZE`` wide."""
+    if hidden_size is not None and hidden_size < MIN_HIDDEN_SIZE:
+        return False
     path, key = cache_dir() / CACHE_FILE, machine_key()
     known = _read(path)
     entry = known.get(key)

@@ -55,7 +55,7 @@ def detect(device_type: Optional[str] = None) -> HardwareInfo:
     """Describe this machine's best device (``cuda`` > ``mps`` > ``cpu``), or the one named."""
     kind = device_type or _best_device_type()
     cores = _cpu_cores()
-    compile_ok = _compile_available(kind)
+    compile_ok = compile_available(kind)
     if kind == "cuda":
         if not torch.cuda.is_available():
             raise UsageError("device 'cuda' requested, but this machine has no CUDA GPU that torch can use "
@@ -163,7 +163,7 @@ def _autocast_works(device_type: str, dtype: torch.dtype) -> bool:
         return False
 
 
-def _compile_available(device_type: str) -> bool:
+def compile_available(device_type: str) -> bool:
     """``torch.compile`` exists and inductor has a compiler for this device (a C compiler on CPU)."""
     if not hasattr(torch, "compile"):
         return False

@@ -58,8 +58,9 @@ class PresetChoice:
     plans: tuple[PresetPlan, ...]
 
 
-def training_dtype(cfg: PipelineConfig, hw: HardwareInfo) -> str:
-    """The compute precision a run will use: ``precision.dtype`` with ``auto`` resolved."""
+def training_dtype(cfg: PipelineConfig, hw: HardwareInfo, hidden_size: Optional[int] = None) -> str:
+    """The compute precision a run will use: ``precision.dtype`` with ``auto`` resolved (on a CPU it
+    weighs the model's ``hidden_size``; None: the config's ``model.custom`` width if set)."""
     if not cfg.precision.use_mixed_precision:
         return "fp32"
     wanted = cfg.precision.dtype
@@ -67,7 +68,9 @@ def training_dtype(cfg: PipelineConfig, hw: HardwareInfo) -> str:
         if hw.device_type == "cpu":
             from lmcore.hardware.bf16_probe import cpu_bf16_pays
 
-            return "bf16" if hw.bf16 and cpu_bf16_pays() else "fp32"
+            if hidden_size is None:
+                hidden_size = cfg.model.custom.hidden_size
+            return "bf16" if hw.bf16 and cpu_bf16_pays(hidden_size) else "fp32"
         return "bf16" if hw.bf16 else ("fp16" if hw.fp16 else "fp32")
     return wanted
 

@@ -125,11 +125,13 @@ def _fit(trainer: Trainer, model_cfg, train_loader, eval_loader, out_dir: Path, 
     peak = device_peak_flops(trainer.device, trainer.precision.name)
     batches = _Batches(train_loader, trainer, epoch_limit(t), loader_state)
     start_step = progress.step
+    trainer.compile_for_run(None if total_steps is None else total_steps - start_step,
+                            None if t.max_time is None else t.max_time - progress.elapsed_s)
     resumed = _relative(resumed_from, out_dir)
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     emit("on_train_start", {"total_steps": total_steps, "start_step": start_step, "tokens_per_step": tokens_per_step,
                             "parameters": model_cfg.num_parameters(), "trainable_parameters": trainable,
-                            "precision": trainer.precision.name,
+                            "precision": trainer.precision.name, "compiled": trainer.compiled,
                             "device": str(trainer.device), "world_size": ctx.world_size, "resumed_from": resumed,
                             "max_time": t.max_time, "elapsed_s": progress.elapsed_s})
 
@@ -250,7 +252,7 @@ def _fit(trainer: Trainer, model_cfg, train_loader, eval_loader, out_dir: Path, 
         "data_wait_fraction": batches.wait_s / session_train_s if session_train_s > 0 else 0.0,
         "elapsed_s": progress.elapsed_s, "skipped_steps": progress.skipped_steps, "stopped_by": stopped_by,
         "precision": trainer.precision.name, "checkpoint": FINAL, "resumed_from": resumed,
-        "trainable_parameters": trainable,
+        "trainable_parameters": trainable, "compiled": trainer.compiled,
         "compile_failed": bool(getattr(trainer.train_model, "compile_failed", False)),
     }
     final_dir = out_dir / FINAL

@@ -4,7 +4,8 @@
 
 * ``auto``: bf16 autocast on GPUs that support bf16 (Ampere and later), fp16 autocast
   plus a ``GradScaler`` on older GPUs; on a CPU, bf16 autocast where bf16 matmuls are clearly
-  faster (measured once per machine, :mod:`lmcore.hardware.bf16_probe`), else fp32.
+  faster (measured once per machine, :mod:`lmcore.hardware.bf16_probe`) and the model is at least
+  256 wide, else fp32.
 * ``bf16`` / ``fp16`` / ``fp32``: as asked (fp16 on CPU is not supported by autocast and
   falls back to bf16 with a warning).
 * ``precision.use_mixed_precision: false`` forces fp32 whatever ``dtype`` says.
@@ -58,8 +59,9 @@ class Precision:
         return torch.amp.GradScaler(self.device_type, enabled=self.use_grad_scaler)
 
 
-def resolve_precision(precision_cfg, device: torch.device | str) -> Precision:
-    """Turn the ``precision`` config section into a :class:`Precision` for ``device``."""
+def resolve_precision(precision_cfg, device: torch.device | str, hidden_size: int | None = None) -> Precision:
+    """Turn the ``precision`` config section into a :class:`Precision` for ``device`` (``hidden_size``: the
+    model's width, which ``auto`` on a CPU weighs; None when unknown)."""
     device = torch.device(device)
     kind = device.type
     if not precision_cfg.use_mixed_precision:
@@ -71,7 +73,7 @@ def resolve_precision(precision_cfg, device: torch.device | str) -> Precision:
         elif kind == "cpu":
             from lmcore.hardware.bf16_probe import cpu_bf16_pays
 
-            want = "bf16" if cpu_bf16_pays() else "fp32"
+            want = "bf16" if cpu_bf16_pays(hidden_size) else "fp32"
         else:
             want = "fp32"
     if want == "fp16" and kind == "cpu":

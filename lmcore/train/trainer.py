@@ -27,7 +27,7 @@ from lmcore.train.context import DistContext, single_process_context
 from lmcore.train.distributed import (GatheredState, full_optimizer_state_dict, full_state_dict, gradient_scale,
                                       is_sharded, load_full_state, wrap_for_training)
 from lmcore.train.optim import build_optimizer, set_learning_rate
-from lmcore.train.compile import maybe_compile
+from lmcore.train.compile import compile_pays, maybe_compile
 from lmcore.train.precision import Precision, resolve_precision
 from lmcore.train.state import TrainProgress, capture_rng_state, from_safe, restore_rng_state, to_safe
 
@@ -48,6 +48,11 @@ def token_loss_sum(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Sum of cross-entropy (nats) over positions whose target is not -100, in float32."""
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1),
                            ignore_index=IGNORE_INDEX, reduction="sum")
+
+
+def model_width(model: torch.nn.Module) -> int | None:
+    """``config.hidden_size`` of lmcore's Transformer (precision ``auto`` weighs it on a CPU); None otherwise."""
+    return getattr(getattr(model, "config", None), "hidden_size", None)
 
 
 def batch_loss_sum(model: torch.nn.Module, ids: torch.Tensor, doc_ids, targets: torch.Tensor,
@@ -103,13 +108,23 @@ class Trainer:
         self.device = self.ctx.device
         self.model = model.to(self.device)           # the plain module: state_dict names, checkpoints
         self.model.train()
-        self.precision = resolve_precision(cfg.precision, self.device)
+        self.precision = resolve_precision(cfg.precision, self.device, model_width(model))
         self.train_model = maybe_compile(wrap_for_training(self.model, cfg, self.ctx), cfg.precision)
+        self.compiled = cfg.precision.use_compile is True
         # CPU offload: the optimizer steps on the CPU copies of the parameters
         self.optimizer = build_optimizer(self.model, cfg.training, "cpu" if cfg.training.cpu_offload else self.device)
         self.scaler = self.precision.grad_scaler()
         self.progress = TrainProgress()
         self.loss_chunk_rows = loss_chunk_rows(self.model, cfg.training)
+
+    def compile_for_run(self, planned_steps: int | None, planned_seconds: float | None) -> bool:
+        """Compile now if ``precision.use_compile: auto`` finds it pays for a run of that length
+        (:func:`lmcore.train.compile.compile_pays`); returns whether the model is compiled."""
+        if not self.compiled and self.cfg.precision.use_compile == "auto" and \
+                compile_pays("auto", self.device, planned_steps, planned_seconds):
+            self.train_model = maybe_compile(self.train_model, self.cfg.precision, compile_=True)
+            self.compiled = True
+        return self.compiled
 
     # ------------------------------------------------------------------ one update
     def train_step(self, micro_batches: list, lr: float, stop: bool = False) -> StepResult:

@@ -62,3 +62,32 @@ def test_gpu_check_passes_docs_per_row_and_compile_mode_into_the_report(tmp_path
 def test_gpu_check_refuses_cuda_without_a_gpu(capsys):
     assert load_script().main(["--device", "cuda"]) == 2
     assert "torch.cuda.is_available() is False" in capsys.readouterr().out
+
+
+def test_gpu_check_sweep_covers_the_grid_and_checks_flex_against_math(tmp_path):
+    out = tmp_path / "figures.json"
+    code = load_script().main(["--device", "cpu", "--tiny", "--sweep", "--steps", "1", "--warmup", "1",
+                               "--json", str(out)])
+    assert code == 0
+    report = json.loads(out.read_text())
+    flex = report["flex_vs_math"]
+    if flex["available"]:
+        assert flex["agree"] is True and flex["out_max_abs_diff"] <= flex["tolerance"]
+    cells = {(r["docs_per_row"], r["batch"], r["compile_mode"]) for r in report["runs"]}
+    assert cells == {(d, b, m) for d in (1, 2) for b in (16, 32) for m in ("eager", "default")} | \
+        {(2, 16, "max-autotune-no-cudagraphs")}
+    for row in report["runs"]:
+        if row["compile_mode"] == "eager":
+            assert row["tokens_per_sec"] > 0 and row["finite"] and row["batch"] in (16, 32)
+        else:   # no compile in --tiny on CPU: listed, with the reason
+            assert "torch.compile" in row["skipped"]
+
+
+def test_gpu_check_sweep_stops_starting_runs_when_its_time_budget_is_spent(tmp_path):
+    out = tmp_path / "figures.json"
+    code = load_script().main(["--device", "cpu", "--tiny", "--sweep", "--budget-s", "0", "--json", str(out)])
+    assert code == 0
+    runs = json.loads(out.read_text())["runs"]
+    assert len(runs) == 9
+    assert all("time budget" in r["skipped"] or "torch.compile" in r["skipped"] for r in runs)
+    assert any("time budget" in r.get("skipped", "") for r in runs if r["compile_mode"] == "eager")

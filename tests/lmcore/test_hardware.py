@@ -246,6 +246,9 @@ def test_training_dtype_follows_precision_config_and_hardware(tmp_path, monkeypa
     for pays, expected in ((False, "fp32"), (True, "bf16" if detect("cpu").bf16 else "fp32")):
         (tmp_path / bf16_probe.CACHE_FILE).write_text(json.dumps({bf16_probe.machine_key(): {"bf16_pays": pays}}))
         assert training_dtype(PipelineConfig(), detect("cpu")) == expected  # the plan says what training will do
+        narrow = PipelineConfig.from_dict({"model": {"config_preset": "custom", "custom": {"hidden_size": 64, "num_heads": 4, "num_kv_heads": 2}}})
+        assert training_dtype(narrow, detect("cpu")) == "fp32"               # too narrow to gain from bf16
+        assert training_dtype(PipelineConfig(), detect("cpu"), hidden_size=512) == expected
     old = HardwareInfo(device_type="cuda", name="Tesla T4", free_memory=15 * GiB, bf16=False, fp16=True)
     assert training_dtype(PipelineConfig(), old) == "fp16"
     no_mixed = PipelineConfig.from_dict({"precision": {"use_mixed_precision": False, "dtype": "bf16"}})
