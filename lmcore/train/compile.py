@@ -86,8 +86,7 @@ def compile_cache(folder: Optional[Path]) -> Iterator[None]:
     if folder is None or os.environ.get(CACHE_ENV):
         yield
         return
-    Path(folder).mkdir(parents=True, exist_ok=True)
-    os.environ[CACHE_ENV] = str(folder)
+    os.environ[CACHE_ENV] = str(folder)  # inductor creates it when it first writes
     try:
         yield
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -26,9 +27,28 @@ def cfg_for(workdir, **sections):
     return tiny_config(workdir["corpus"], workdir["store"], workdir["models"], **sections)
 
 
+class CompileCacheSeen:
+    """A train callback noting where inductor's cache pointed while training ran."""
+
+    seen: list = []
+
+    def on_train_start(self, info):
+        self.seen.append(os.environ.get("TORCHINDUCTOR_CACHE_DIR"))
+
+
 @pytest.fixture(scope="module")
 def first_run(workdir):
-    return pipeline(cfg_for(workdir))
+    from tasks.hooks import TRAIN_CALLBACKS
+
+    users_cache = os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
+    TRAIN_CALLBACKS.append(CompileCacheSeen())
+    try:
+        return pipeline(cfg_for(workdir))
+    finally:
+        TRAIN_CALLBACKS.clear()
+        CompileCacheSeen.after = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+        if users_cache is not None:
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = users_cache
 
 
 def test_full_run_registers_a_loadable_model_with_lineage_to_every_stage(first_run, workdir):
@@ -42,6 +62,14 @@ def test_full_run_registers_a_loadable_model_with_lineage_to_every_stage(first_r
     train_manifest = Store(workdir["store"]).get("train", first_run["train"]["key"]).manifest
     assert train_manifest["inputs"]["tokenizer"] == first_run["tokenizer"]["key"]
     assert any(f["name"] == "final/model.safetensors" for f in train_manifest["files"])
+
+
+def test_training_keeps_compiled_graphs_in_the_store_and_gc_leaves_them(first_run, workdir):
+    cache = Path(workdir["store"]) / ".compile-cache"
+    assert CompileCacheSeen.seen == [str(cache)]          # inductor's cache pointed there during training
+    assert CompileCacheSeen.after is None                 # and only then
+    (cache / ".tmp-inductor-writes").mkdir(parents=True)  # what inductor's atomic writes might leave there
+    assert all(".compile-cache" not in str(entry.path) for entry in Store(workdir["store"]).abandoned())
 
 
 def test_second_run_with_nothing_changed_is_all_cached_and_registers_nothing_new(first_run, workdir):
