@@ -28,7 +28,7 @@ import torch
 from lmcore.config import ModelConfig, PipelineConfig
 from lmcore.model import Transformer
 from lmcore.train.trainer import Trainer
-from lmcore.data.loader import attention_doc_ids
+from lmcore.data.loader import Batch
 
 small, compile_ = sys.argv[1] == "small", sys.argv[2] == "compile"
 if small:
@@ -44,18 +44,14 @@ pipeline = PipelineConfig.from_dict({"training": {"batch_size": batch},
 torch.manual_seed(0)
 trainer = Trainer(Transformer(cfg), pipeline)
 
-class Batch:
-    def __init__(self, ids, docs):
-        self.input_ids, self.targets, self.doc_ids = ids[:, :-1], ids[:, 1:], docs
-        self.num_target_tokens = self.targets.numel()
-
 g = torch.Generator().manual_seed(0)
 docs = torch.zeros(batch, cfg.seq_length, dtype=torch.int32)
 docs[:, cfg.seq_length // 2:] = 1
 times = []
 for i in range(12):
     start = time.perf_counter()
-    trainer.train_step([Batch(torch.randint(0, cfg.vocab_size, (batch, cfg.seq_length + 1), generator=g), docs)], 3e-4)
+    ids = torch.randint(0, cfg.vocab_size, (batch, cfg.seq_length + 1), generator=g)
+    trainer.train_step([Batch(ids[:, :-1], ids[:, 1:], docs, batch * cfg.seq_length)], 3e-4)
     times.append(time.perf_counter() - start)
     if i == 0:
         first_done = time.time()

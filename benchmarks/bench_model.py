@@ -81,7 +81,7 @@ def out_of_the_box(ours: Transformer, planned_steps: int):
     precision_cfg, training_cfg = PrecisionConfig(), TrainingConfig(learning_rate=1e-4)
     precision = resolve_precision(precision_cfg, "cpu")
     compiled = compile_pays(precision_cfg.use_compile, "cpu", planned_steps, None)
-    forward = maybe_compile(model, precision_cfg, compile_=compiled)
+    forward = maybe_compile(model, compiled, precision_cfg.compile_mode)
     chunk = training_cfg.loss_chunk_rows
 
     def loss_of(_, ids):

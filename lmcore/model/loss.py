@@ -18,9 +18,17 @@ nats over the kept targets, like ``F.cross_entropy(..., reduction="sum")`` on th
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 IGNORE_INDEX = -100
 CHUNK_ROWS = 1024
+
+
+def cross_entropy_sum(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Sum of cross-entropy (nats, float32) of ``logits [..., V]`` against ``targets [...]``, skipping
+    ``IGNORE_INDEX``: the plain path, through the full logits."""
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1),
+                           ignore_index=IGNORE_INDEX, reduction="sum")
 
 
 class ChunkedLinearCrossEntropy(torch.autograd.Function):

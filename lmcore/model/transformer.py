@@ -31,7 +31,7 @@ from lmcore.config import ModelConfig
 from lmcore.model.attention_backends import AttentionPlan, activation_dtype, plan_attention
 from lmcore.model.block import Block
 from lmcore.model.kv_cache import KVCache
-from lmcore.model.loss import IGNORE_INDEX, linear_cross_entropy
+from lmcore.model.loss import cross_entropy_sum, linear_cross_entropy
 from lmcore.model.norm import RMSNorm
 from lmcore.model.rope import rope_tables
 
@@ -101,9 +101,7 @@ class Transformer(nn.Module):
         if chunk_rows > 0 and (self.lm_head is None or type(self.lm_head) is nn.Linear):  # not under LoRA
             weight = self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
             return linear_cross_entropy(hidden, weight, targets, chunk_rows)
-        logits = self.head(hidden)
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1),
-                               ignore_index=IGNORE_INDEX, reduction="sum")
+        return cross_entropy_sum(self.head(hidden), targets)
 
     def head(self, x: torch.Tensor) -> torch.Tensor:
         """Hidden states ``[..., C]`` to logits ``[..., V]``."""

@@ -93,13 +93,12 @@ def compile_cache(folder: Optional[Path]) -> Iterator[None]:
         os.environ.pop(CACHE_ENV, None)
 
 
-def maybe_compile(model: torch.nn.Module, precision_cfg, compile_: Optional[bool] = None) -> torch.nn.Module:
-    """``torch.compile(model)`` with an eager fallback when ``compile_`` (None: ``precision.use_compile``
-    is True; ``auto`` is decided later, by :func:`compile_pays`); else ``model``."""
-    if not (precision_cfg.use_compile is True if compile_ is None else compile_):
+def maybe_compile(model: torch.nn.Module, compile_: bool, mode: str = "default") -> torch.nn.Module:
+    """``torch.compile(model, mode=mode)`` with an eager fallback when ``compile_``; else ``model``."""
+    if not compile_:
         return model
     try:
-        compiled = torch.compile(model, mode=precision_cfg.compile_mode)
+        compiled = torch.compile(model, mode=mode)
     except Exception as exc:  # e.g. unsupported Python / platform
         wrapper = CompiledWithFallback(model, None)
         wrapper._disable(exc)

@@ -19,19 +19,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from lmcore.data.loader import attention_doc_ids
+from lmcore.model.loss import cross_entropy_sum
 from lmcore.train import checkpoint as ckpt
 from lmcore.train.context import DistContext, single_process_context
 from lmcore.train.distributed import (GatheredState, full_optimizer_state_dict, full_state_dict, gradient_scale,
                                       is_sharded, load_full_state, wrap_for_training)
 from lmcore.train.optim import build_optimizer, set_learning_rate
-from lmcore.train.compile import compile_pays, maybe_compile
+from lmcore.train.compile import CompiledWithFallback, compile_pays, maybe_compile
 from lmcore.train.precision import Precision, resolve_precision
 from lmcore.train.state import TrainProgress, capture_rng_state, from_safe, restore_rng_state, to_safe
 
-IGNORE_INDEX = -100
 
 
 @dataclass
@@ -42,12 +41,6 @@ class StepResult:
     updated: bool          # an optimizer step was taken
     nonfinite: bool        # loss or gradients were not finite (counts toward divergence)
     stop: bool = False     # some rank was asked to stop (agreed through this update's all-reduce)
-
-
-def token_loss_sum(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Sum of cross-entropy (nats) over positions whose target is not -100, in float32."""
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1),
-                           ignore_index=IGNORE_INDEX, reduction="sum")
 
 
 def model_width(model: torch.nn.Module) -> int | None:
@@ -61,7 +54,7 @@ def batch_loss_sum(model: torch.nn.Module, ids: torch.Tensor, doc_ids, targets: 
     chunks of that many tokens without the full logits (``lmcore.model.loss``); 0: through the logits."""
     if chunk_rows > 0:
         return model(ids, doc_ids=doc_ids, targets=targets, loss_chunk_rows=chunk_rows)
-    return token_loss_sum(model(ids, doc_ids=doc_ids), targets)
+    return cross_entropy_sum(model(ids, doc_ids=doc_ids), targets)
 
 
 def loss_chunk_rows(model: torch.nn.Module, training_cfg) -> int:
@@ -109,8 +102,9 @@ class Trainer:
         self.model = model.to(self.device)           # the plain module: state_dict names, checkpoints
         self.model.train()
         self.precision = resolve_precision(cfg.precision, self.device, model_width(model))
-        self.train_model = maybe_compile(wrap_for_training(self.model, cfg, self.ctx), cfg.precision)
-        self.compiled = cfg.precision.use_compile is True
+        # use_compile True compiles now; auto waits for the run's length (compile_for_run)
+        self.train_model = maybe_compile(wrap_for_training(self.model, cfg, self.ctx),
+                                         cfg.precision.use_compile is True, cfg.precision.compile_mode)
         # CPU offload: the optimizer steps on the CPU copies of the parameters
         self.optimizer = build_optimizer(self.model, cfg.training, "cpu" if cfg.training.cpu_offload else self.device)
         self.scaler = self.precision.grad_scaler()
@@ -120,11 +114,15 @@ class Trainer:
     def compile_for_run(self, planned_steps: int | None, planned_seconds: float | None) -> bool:
         """Compile now if ``precision.use_compile: auto`` finds it pays for a run of that length
         (:func:`lmcore.train.compile.compile_pays`); returns whether the model is compiled."""
-        if not self.compiled and self.cfg.precision.use_compile == "auto" and \
-                compile_pays("auto", self.device, planned_steps, planned_seconds):
-            self.train_model = maybe_compile(self.train_model, self.cfg.precision, compile_=True)
-            self.compiled = True
+        precision = self.cfg.precision
+        if not self.compiled and compile_pays(precision.use_compile, self.device, planned_steps, planned_seconds):
+            self.train_model = maybe_compile(self.train_model, True, precision.compile_mode)
         return self.compiled
+
+    @property
+    def compiled(self) -> bool:
+        """The training module is compiled (``compile_failed`` on it says whether compiling then failed)."""
+        return isinstance(self.train_model, CompiledWithFallback)
 
     # ------------------------------------------------------------------ one update
     def train_step(self, micro_batches: list, lr: float, stop: bool = False) -> StepResult:

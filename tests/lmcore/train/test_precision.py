@@ -99,8 +99,8 @@ def test_compile_failure_falls_back_to_eager_with_a_warning():
 
 def test_compile_disabled_returns_the_model_itself():
     model = TinyLM()
-    assert maybe_compile(model, PrecisionConfig(use_compile=False)) is model
-    wrapped = maybe_compile(model, PrecisionConfig(use_compile=True))
+    assert maybe_compile(model, False) is model
+    wrapped = maybe_compile(model, True)
     assert wrapped.state_dict().keys() == {"module." + k for k in model.state_dict()}
 
 
