@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence
 
 import pyarrow as pa
 
+from lmcore.atomic_files import write_text_atomic
 from lmcore.data.formats import InputFile, iter_lines, line_ranges
 from lmcore.data.records import BLANK, LineParser, Record, Rejection
 from lmcore.data.verdicts import DigestSet, LineVerdict, config_verdicts
@@ -83,9 +84,7 @@ def write_plan(parts_dir: Path, parts: Sequence[Part], settings: dict[str, Any])
     parts_dir.mkdir(parents=True, exist_ok=True)
     plan = {"host": socket.gethostname(), "pid": os.getpid(), "settings": settings,
             "parts": [asdict(p) for p in parts]}
-    tmp = parts_dir / f".{PLAN_FILE}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(plan, indent=1), encoding="utf-8")
-    tmp.replace(parts_dir / PLAN_FILE)
+    write_text_atomic(parts_dir / PLAN_FILE, json.dumps(plan, indent=1))
 
 
 def read_plan(parts_dir: Path) -> tuple[list[Part], dict[str, Any]]:
@@ -137,9 +136,7 @@ def parse_part(parts_dir: Path, index: int) -> dict[str, Any]:
             writer.write_batch(pa.RecordBatch.from_pydict(columns, schema=PART_SCHEMA))
     counts["bytes"] = (part.end if part.end is not None else os.path.getsize(part.path)) - part.start
     tmp.replace(parts_dir / f"{part.name}.arrow")
-    meta_tmp = parts_dir / f".{part.name}.{os.getpid()}.json.tmp"
-    meta_tmp.write_text(json.dumps(counts), encoding="utf-8")
-    meta_tmp.replace(parts_dir / f"{part.name}.json")
+    write_text_atomic(parts_dir / f"{part.name}.json", json.dumps(counts))
     return counts
 
 

@@ -4,7 +4,8 @@
 training step's bytes; ``choose_preset()`` resolves ``model.config_preset:
 auto``; ``peak_flops()``/``model_flops_per_token()``/``mfu()`` turn tokens/s
 into model FLOPs utilisation. Imports only torch, pydantic and yaml (through
-``lmcore.config``), so GPU check scripts can use it on a bare machine.
+``lmcore.config``) and the stdlib-only ``lmcore.atomic_files``, so GPU check
+scripts can use it on a bare machine.
 """
 
 from lmcore.hardware.detect import HardwareInfo, detect

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import torch
 
+from lmcore.atomic_files import write_text_atomic
+
 MIN_SPEEDUP = 1.3
 MIN_HIDDEN_SIZE = 256   # narrower models run slower in bf16 autocast on a CPU, whatever its matmul units
 SIZE = 512
@@ -89,8 +91,6 @@ def _write(path: Path, data: dict) -> None:
     """Atomically; a cache that cannot be written (read-only home) only means measuring again next time."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
-        tmp.replace(path)
+        write_text_atomic(path, json.dumps(data, indent=1, sort_keys=True))
     except OSError:
         pass

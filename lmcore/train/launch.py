@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
+from lmcore.atomic_files import write_text_atomic
 from lmcore.errors import ConfigError, LmcoreError, TrainingInterrupted
 from lmcore.train import interrupt
 from lmcore.train.callbacks import EVENTS, CallbackList
@@ -123,9 +124,7 @@ def write_ticket(out_dir: Path, spec: dict[str, Any], rendezvous: Rendezvous, np
     """What the other nodes need to join: the run's spec, the rendezvous and who wrote it (node 0)."""
     ticket = {**spec, "relay_events": False, "nproc_per_node": nproc, "host": socket.gethostname(),
               "pid": os.getpid(), "rendezvous": dataclasses.asdict(rendezvous)}
-    tmp = out_dir / f".{TICKET}.tmp"
-    tmp.write_text(json.dumps(ticket), encoding="utf-8")
-    tmp.replace(out_dir / TICKET)
+    write_text_atomic(out_dir / TICKET, json.dumps(ticket))
     return out_dir / TICKET
 
 
