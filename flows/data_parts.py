@@ -44,16 +44,17 @@ def parsed_parts(stage: str, store_stage: str, key: str, files: list[str], eval_
             shutil.rmtree(parts_dir, ignore_errors=True)
             write_plan(parts_dir, parts, settings)
         todo = [p for p in parts if part_done(parts_dir, p) is None]
-        total = sum(_part_bytes(p) for p in parts)
-        done = total - sum(_part_bytes(p) for p in todo)
-        futures = [(p, runner.submit(parse_part_task, parts_dir=str(parts_dir), index=p.index, stage=stage))
-                   for p in todo]
-        for part, future in futures:
-            future.wait()
-            done += _part_bytes(part)
+        total = sum(p.byte_count() for p in parts)
+        done = total - sum(p.byte_count() for p in todo)
+
+        def parsed(i: int) -> None:
+            nonlocal done
+            done += todo[i].byte_count()
             if progress is not None:
                 progress(done, total)
-        for _, future in futures:
+
+        calls = [{"parts_dir": str(parts_dir), "index": p.index, "stage": stage} for p in todo]
+        for future in runner.submit_all(parse_part_task, calls, after_each=parsed):
             future.result()  # the first failed part raises its own error (a worker without the store, ...)
         yield parts_dir
     except Exception:
@@ -74,8 +75,3 @@ def _same_plan(parts_dir: Path, parts: list, settings: dict[str, Any]) -> bool:
         return False
     return planned == parts and planned_settings == settings
 
-
-def _part_bytes(part: Any) -> int:
-    import os
-
-    return (part.end if part.end is not None else os.path.getsize(part.path)) - part.start

@@ -98,10 +98,8 @@ def _pretokenize(shards: dict[str, Any], tok: dict[str, Any], config: dict[str, 
     files = sorted(p.name for p in Path(shards["dir"]).glob("*.parquet"))
     task = pretokenize.pretokenize_task
     task = task.with_options(refresh_cache=True) if refresh or heal else task
-    futures = [runner.submit(task, shard_file=name, shards=shards, tokenizer=tok, config=config, store=store,
-                             refresh=refresh, verify=verify) for name in files]
-    for future in futures:
-        future.wait()
+    futures = runner.submit_all(task, [dict(shard_file=name, shards=shards, tokenizer=tok, config=config, store=store,
+                                            refresh=refresh, verify=verify) for name in files])
     results, states = [f.result() for f in futures], [f.state for f in futures]
     if not heal and any(s.name == "Cached" and not _intact(r, verify) for s, r in zip(states, results)):
         return _pretokenize(shards, tok, config, store, refresh, records, runner, verify, heal=True)  # store lost some

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from contextlib import ExitStack
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from lmcore.errors import ConfigError
 
@@ -68,10 +68,14 @@ class LazyTaskRunner:
             self._runner = self._stack.enter_context(make_task_runner(self.orchestration))
         return self._runner.submit(task, parameters=parameters)
 
-    def run_all(self, task: Any, calls: list[dict[str, Any]]) -> list[Any]:
-        """Submit ``task`` once per parameter dict and wait for every result, in order; the first
-        failure is raised after all have finished (no half-cancelled parts)."""
+    def submit_all(self, task: Any, calls: list[dict[str, Any]],
+                   after_each: Optional[Callable[[int], None]] = None) -> list[Any]:
+        """Submit ``task`` once per parameter dict, wait for all of them in order (``after_each(i)`` when
+        call ``i`` has finished) and return the finished futures: a failure surfaces at ``result()``, after
+        every call has ended (no half-cancelled work)."""
         futures = [self.submit(task, **params) for params in calls]
-        for future in futures:
+        for i, future in enumerate(futures):
             future.wait()
-        return [future.result() for future in futures]  # the first failed one raises its own exception
+            if after_each is not None:
+                after_each(i)
+        return futures

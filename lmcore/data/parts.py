@@ -67,6 +67,10 @@ class Part:
     def name(self) -> str:
         return f"part-{self.index:05d}"
 
+    def byte_count(self) -> int:
+        """Bytes of input this part covers."""
+        return (self.end if self.end is not None else os.path.getsize(self.path)) - self.start
+
 
 def plan_parts(files: Sequence[InputFile], part_bytes: int = DEFAULT_PART_BYTES) -> list[Part]:
     """One part per file, or per ``part_bytes`` byte range of a larger uncompressed file, in input order."""
@@ -134,7 +138,7 @@ def parse_part(parts_dir: Path, index: int) -> dict[str, Any]:
                 columns = {name: [] for name in PART_SCHEMA.names}
         if columns["line"]:
             writer.write_batch(pa.RecordBatch.from_pydict(columns, schema=PART_SCHEMA))
-    counts["bytes"] = (part.end if part.end is not None else os.path.getsize(part.path)) - part.start
+    counts["bytes"] = part.byte_count()
     tmp.replace(parts_dir / f"{part.name}.arrow")
     write_text_atomic(parts_dir / f"{part.name}.json", json.dumps(counts))
     return counts
