@@ -181,3 +181,36 @@ def _digest(hexes) -> str:
     if len(items) == 1:
         return items[0]
     return hashlib.sha256("\n".join(items).encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------- loading any of them for inference
+
+
+def load_any_model(spec: str, models_root: str | Path, cfg=None, device: str = "cpu"):
+    """``(model, tokenizer, base)`` for inference from anything lmcore can name: a model id (or unique
+    prefix, or ``latest``) in ``models_root``, ``models:/NAME@ALIAS`` / ``models:/NAME/VERSION`` (the
+    registry at ``cfg.tracking_uri()``; default config: ``MLFLOW_TRACKING_URI`` or the local SQLite
+    store), or a Hugging Face Llama folder. The model is in eval mode on ``device``; ``base`` says
+    what was loaded (source, kind, folder, sha256, registered name and version).
+
+    One loader for ``lmcore serve``, ``lmcore eval`` and the other commands that take a MODEL, so a
+    model that loads for one loads for all. A name that is none of these is a ``ConfigError``.
+    """
+    from lmcore.data.tokenizer import LmcoreTokenizer
+
+    if cfg is None:
+        from lmcore.config import PipelineConfig
+
+        cfg = PipelineConfig.from_dict({"paths": {"models": str(models_root)}})
+    try:
+        base = resolve_base(spec, models_root, cfg.paths.store, cfg)
+    except ConfigError as exc:
+        raise ConfigError(str(exc).replace("model.init_from", "MODEL")) from None
+    if base.kind == "hf":
+        from lmcore.hf.convert import load_hf
+
+        model = load_hf(base.dir, device=device)
+    else:
+        manager = ModelManager(Path(base.dir).parent)
+        model, _, _ = manager.load_for_inference(Path(base.dir).name, device=device)
+    return model.eval(), LmcoreTokenizer.load(base.dir), base
